@@ -1,0 +1,161 @@
+"""Batched image augmentations for tiny crops.
+
+Every function takes an (N, C, H, W) float tensor in [0, 1] and returns one of
+the same shape and range. Each image gets its own random parameters; the work
+is vectorised over the batch, so augmenting thousands of 24x24 crops is cheap.
+
+- :func:`seed_augment`: flip, small shift/zoom/rotation, brightness, contrast,
+  blur and sharpness (the list from the two-model write-up).
+- :func:`weak_augment`: FixMatch's weak view, flip plus a shift of up to 12.5 %.
+- :func:`strong_augment`: the weak view plus two RandAugment ops that make sense
+  for grayscale, then Cutout.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> float in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def _u(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, generator=g) * (hi - lo) + lo
+
+
+def _per(v: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, 1, 1, 1)
+
+
+def flip(x: torch.Tensor, p: float = 0.5, g: torch.Generator | None = None) -> torch.Tensor:
+    m = _per(torch.rand(len(x), generator=g) < p)
+    return torch.where(m, x.flip(-1), x)
+
+
+def affine(x: torch.Tensor, *, translate: float = 0.0, degrees: float = 0.0, scale: tuple[float, float] = (1.0, 1.0),
+           shear: float = 0.0, g: torch.Generator | None = None) -> torch.Tensor:
+    """Random per-image shift (fraction of size), rotation and shear (degrees) and zoom, reflection-padded."""
+    n = len(x)
+    ang = torch.deg2rad(_u(n, -degrees, degrees, g))
+    sh = torch.deg2rad(_u(n, -shear, shear, g))
+    s = _u(n, *scale, g)
+    tx, ty = _u(n, -translate, translate, g) * 2, _u(n, -translate, translate, g) * 2
+    cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+    theta = torch.stack([torch.stack([cos, -sin + torch.tan(sh), tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (x * _per(f)).clamp(0, 1)
+
+
+def contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * _per(f) + mean).clamp(0, 1)
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+    k = k.expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1])
+
+
+def sharpness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """f = 0 blurs, 1 keeps, 2 sharpens (PIL's ImageEnhance.Sharpness)."""
+    return (_blur(x) + _per(f) * (x - _blur(x))).clamp(0, 1)
+
+
+def autocontrast(x: torch.Tensor) -> torch.Tensor:
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """Histogram equalisation per image (rank transform of the pixel values)."""
+    n = len(x)
+    flat = x.reshape(n, -1)
+    ranks = flat.argsort(1).argsort(1).float() / max(flat.shape[1] - 1, 1)
+    return ranks.reshape(x.shape)
+
+
+def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    levels = _per(2.0 ** bits)
+    return torch.floor(x * levels) / levels
+
+
+def solarize(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= _per(t), 1 - x, x)
+
+
+def cutout(x: torch.Tensor, frac: float = 0.33, g: torch.Generator | None = None) -> torch.Tensor:
+    """Grey out one random square of side up to ``frac`` of the image per image."""
+    n, _, h, w = x.shape
+    side = (_u(n, 0.0, frac, g) * min(h, w)).round().long().view(-1, 1, 1)
+    cy, cx = (torch.rand(n, generator=g) * h).long().view(-1, 1, 1), (torch.rand(n, generator=g) * w).long().view(-1, 1, 1)
+    yy, xx = torch.arange(h).view(1, -1, 1), torch.arange(w).view(1, 1, -1)
+    box = ((yy - cy).abs() * 2 < side) & ((xx - cx).abs() * 2 < side)
+    return torch.where(box[:, None], torch.full_like(x, 0.5), x)
+
+
+def seed_augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    """Supervised-training view: flip, shift/zoom/rotation, brightness/contrast, blur or sharpen."""
+    n = len(x)
+    x = affine(flip(x, g=g), translate=0.1, degrees=10, scale=(0.9, 1.1), g=g)
+    x = contrast(brightness(x, _u(n, 0.7, 1.3, g)), _u(n, 0.7, 1.3, g))
+    return sharpness(x, _u(n, 0.0, 2.0, g))
+
+
+def weak_augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    """FixMatch weak view: horizontal flip and a shift of up to 12.5 % of the size."""
+    return affine(flip(x, g=g), translate=0.125, g=g)
+
+
+_STRONG_OPS = ("identity", "autocontrast", "brightness", "contrast", "equalize", "posterize", "rotate", "sharpness",
+               "shear", "solarize", "translate")  # fmt: skip
+
+
+def _apply_op(name: str, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    n = len(x)
+    if name == "autocontrast":
+        return autocontrast(x)
+    if name == "brightness":
+        return brightness(x, _u(n, 0.05, 1.95, g))
+    if name == "contrast":
+        return contrast(x, _u(n, 0.05, 1.95, g))
+    if name == "equalize":
+        return equalize(x)
+    if name == "posterize":
+        return posterize(x, torch.randint(4, 9, (n,), generator=g).float())
+    if name == "rotate":
+        return affine(x, degrees=30, g=g)
+    if name == "sharpness":
+        return sharpness(x, _u(n, 0.05, 1.95, g))
+    if name == "shear":
+        return affine(x, shear=17, g=g)
+    if name == "solarize":
+        return solarize(x, _u(n, 0.0, 1.0, g))
+    if name == "translate":
+        return affine(x, translate=0.3, g=g)
+    return x
+
+
+def strong_augment(x: torch.Tensor, n_ops: int = 2, g: torch.Generator | None = None) -> torch.Tensor:
+    """FixMatch strong view: weak view, ``n_ops`` RandAugment ops per image (random magnitude), Cutout."""
+    x = weak_augment(x, g=g)
+    for _ in range(n_ops):
+        choice = torch.randint(len(_STRONG_OPS), (len(x),), generator=g)
+        out = x.clone()
+        for k, name in enumerate(_STRONG_OPS):
+            m = choice == k
+            if name != "identity" and m.any():
+                out[m] = _apply_op(name, x[m], g)
+        x = out
+    return cutout(x, g=g)
+
+

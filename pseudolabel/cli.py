@@ -1,0 +1,80 @@
+"""Command line: ``pseudolabel run`` (more subcommands come with review, retrain and predict)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import Config, load_config, with_overrides
+
+DEFAULT_PIPELINE = "pipelines/eyes.yaml"
+
+
+def _pipeline_path(value: str | None) -> Path:
+    """A pipeline is a YAML path or a bare name looked up in ./pipelines/."""
+    if value is None:
+        return Path(DEFAULT_PIPELINE)
+    p = Path(value)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return Path("pipelines") / f"{value}.yaml"
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train two seed models and sort the pool into 0/, 1/ and unclear/")
+    p.add_argument("pipeline", nargs="?", help=f"pipeline YAML or name in pipelines/ (default: {DEFAULT_PIPELINE})")
+    p.add_argument("--out", help="run folder (default: runs/<pipeline>/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--images", help="folder of unlabeled images (overrides the pipeline)")
+    p.add_argument("--labels", help="seed labels: JSON, CSV or class folders (overrides the pipeline)")
+    p.add_argument("--margin", type=float, help="vote margin around 0.5")
+    p.add_argument("--n-train", type=int, dest="n_train", help="seed labels used for training")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--pretrained", help="local weights file for resnet50")
+    p.add_argument("--epochs", type=int, help="epochs for both seed models (debugging / quick runs)")
+    p.add_argument("--fixmatch-epochs", type=int, dest="fixmatch_epochs", help="FixMatch epochs of the teacher")
+    p.add_argument("--student-max", type=int, dest="student_max", help="pool images the student learns from")
+    p.add_argument("--limit", type=int, help="use only the first N pool images (quick trials)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def resolve_run_config(args: argparse.Namespace) -> Config:
+    cfg = load_config(_pipeline_path(args.pipeline))
+    over = {
+        "images": args.images, "labels": args.labels, "margin": args.margin, "n_train": args.n_train,
+        "seed": args.seed, "pretrained": args.pretrained, "student_max": args.student_max, "limit": args.limit,
+        "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
+    }  # fmt: skip
+    return with_overrides(cfg, **over)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    cfg = resolve_run_config(args)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    run_pipeline(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pseudolabel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run}[args.command](args)
+    except ValueError as exc:  # user-facing errors: one line, no traceback
+        print(f"pseudolabel: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pseudolabel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

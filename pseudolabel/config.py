@@ -1,0 +1,154 @@
+"""Pipeline configuration: a frozen dataclass loaded from ``pipelines/<name>.yaml``.
+
+Unknown keys are an error (no silent typos). CLI flags override the file through
+:func:`with_overrides`. The resolved config is written into the run folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class SeedTrainConfig:
+    """How one seed model is trained on the ~80 seed labels."""
+
+    epochs: int = 60  # maximum passes over the seed training split
+    batch_size: int = 16  # images per optimisation step
+    lr: float = 1e-3  # peak learning rate (AdamW for resnet50, ultralytics' AdamW for yolo)
+    weight_decay: float = 5e-4  # L2 penalty on the weights
+    patience: int = 15  # stop after this many epochs without a better validation loss
+    variant: str = "n"  # yolov8-cls size: n, s or m (ignored by resnet50)
+    stem: str = "upsample"  # resnet50 input adaptation: "upsample" (stock stem) or "stride1" (3x3 stem, no maxpool)
+    input_size: int = 32  # resnet50 with stem=upsample: the input is resized to this many pixels
+    tta: bool = True  # average the prediction over the image and its horizontal flip
+    fixmatch_epochs: int = 0  # after supervised training: FixMatch epochs over the pool (0 = off)
+    fixmatch_lr: float = 0.01  # FixMatch SGD learning rate (cosine-decayed)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one pipeline needs. Paths are relative to the working directory."""
+
+    name: str = "eyes"  # pipeline name; the default run folder is runs/<name>/
+    images: str = "data/eyes/images"  # folder of unlabeled images, read recursively
+    labels: str = "data/eyes/targets.json"  # seed labels: JSON, CSV or a folder of class folders
+    classes: tuple[str, ...] = ("closed", "open")  # class names for label 0 and label 1
+    image_size: int = 24  # every image is resized to image_size x image_size
+    channels: int = 1  # 1 = grayscale, 3 = RGB
+    n_train: int = 80  # seed labels used to train; the rest validate (stratified split)
+    seed: int = 0  # random seed for the split, the augmentations and the models
+    margin: float = 0.2  # agreed when both scores >= 0.5 + margin (open) or both <= 0.5 - margin (closed)
+    teacher_conf: float = 0.8  # the second model also learns from pool images the first scores this confidently
+    student_max: int = 1500  # at most this many such pool images (random, seeded); 0 = seeds only
+    limit: int | None = None  # use only the first N pool images (quick trials); None = all
+    models: tuple[str, ...] = ("yolov8-cls", "resnet50")  # the two voters; the first also teaches the second
+    pretrained: str | None = None  # local weights file for resnet50 (no model hub); None = from scratch
+    resnet50: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # resnet50 training settings
+    yolo: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # yolov8-cls training settings
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+_NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig}
+
+
+def _validate(cfg: Config) -> None:
+    if len(cfg.classes) != 2 or len(set(cfg.classes)) != 2:
+        raise ValueError(f"classes must be two distinct names, got {list(cfg.classes)!r}")
+    if not 0.0 <= cfg.margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {cfg.margin!r}")
+    if cfg.image_size < 4:
+        raise ValueError(f"image_size must be at least 4, got {cfg.image_size!r}")
+    if cfg.channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {cfg.channels!r}")
+    if cfg.n_train < 2:
+        raise ValueError(f"n_train must be at least 2, got {cfg.n_train!r}")
+    if not 0.5 <= cfg.teacher_conf <= 1.0:
+        raise ValueError(f"teacher_conf must be in [0.5, 1], got {cfg.teacher_conf!r}")
+    if cfg.student_max < 0:
+        raise ValueError(f"student_max must be 0 or more, got {cfg.student_max!r}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"limit must be positive, got {cfg.limit!r}")
+    if len(cfg.models) != 2:
+        raise ValueError(f"models must name exactly two seed models, got {list(cfg.models)!r}")
+    for sub in (cfg.resnet50, cfg.yolo):
+        if sub.variant not in ("n", "s", "m"):
+            raise ValueError(f"yolo variant must be n, s or m, got {sub.variant!r}")
+        if sub.stem not in ("stride1", "upsample"):
+            raise ValueError(f"resnet50 stem must be 'stride1' or 'upsample', got {sub.stem!r}")
+        if sub.epochs < 1 or sub.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {sub.epochs!r}, {sub.batch_size!r}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ValueError naming them."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, value in data.items():
+        if cls is Config and key in _NESTED:
+            value = _build(_NESTED[key], value or {}, f"{where}:{key}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a pipeline YAML file with ``yaml.safe_load``; unknown keys are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"pipeline file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    return _build(Config, data, str(path))
+
+
+def with_overrides(cfg: Config, **overrides: Any) -> Config:
+    """Return ``cfg`` with the non-None ``overrides`` applied (CLI flags win over the file).
+
+    Nested keys use a dot: ``{"yolo.epochs": 5}``.
+    """
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if "." in key:
+            section, sub = key.split(".", 1)
+            nested.setdefault(section, {})[sub] = value
+        else:
+            top[key] = value
+    for section, values in nested.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **top)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain-Python view of ``cfg`` (tuples become lists) for writing as YAML."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (it loads back with :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

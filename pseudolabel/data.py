@@ -1,0 +1,239 @@
+"""Loading the image pool and the seed labels.
+
+Everything here reads; nothing writes. Problems with single files or single
+labels are reported as one line each (see :class:`Problems`) and skipped, so a
+run goes on wherever that is safe.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+@dataclass
+class Problems:
+    """One-line messages about bad input, printed as they happen and kept for the report."""
+
+    lines: list[str] = field(default_factory=list)
+    quiet: bool = False
+
+    def add(self, message: str) -> None:
+        self.lines.append(message)
+        if not self.quiet:
+            print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass
+class Pool:
+    """The unlabeled images, decoded once.
+
+    names: (N,) image names relative to ``root`` (posix style), sorted.
+    images: (N, C, H, W) uint8 array.
+    """
+
+    root: Path
+    names: list[str]
+    images: np.ndarray
+    skipped_non_images: int = 0
+
+    def index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+
+def list_images(root: Path) -> tuple[list[str], int]:
+    """Image files below ``root`` (recursive, symlinked folders not followed).
+
+    Returns (sorted relative names, number of non-image files skipped).
+    """
+    names, others = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in filenames:
+            if fn.startswith("."):
+                continue
+            if Path(fn).suffix.lower() in IMAGE_EXTS:
+                names.append((Path(dirpath) / fn).relative_to(root).as_posix())
+            else:
+                others += 1
+    return sorted(names), others
+
+
+def load_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """Decode one image to a (C, size, size) uint8 array; raises OSError/ValueError on bad files."""
+    with Image.open(path) as im:
+        im.draft("L" if channels == 1 else "RGB", (size, size))  # cheap JPEG downscale for huge files
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            hi = max(arr.max(), 1.0)
+            im = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
+        im = im.convert("L" if channels == 1 else "RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def load_pool(root: str | Path, size: int, channels: int, problems: Problems, progress: bool = True) -> Pool:
+    """Decode every image below ``root``; unreadable files are reported and skipped."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"images folder not found: {root}")
+    names, others = list_images(root)
+    if others:
+        problems.add(f"{root}: skipped {others} non-image file(s)")
+    kept, arrays = [], []
+    for name in tqdm(names, desc="loading images", unit="img", disable=not progress, leave=False):
+        try:
+            arrays.append(load_image(root / name, size, channels))
+            kept.append(name)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            problems.add(f"{root / name}: cannot read image ({exc.__class__.__name__}: {exc}); skipped")
+    if not kept:
+        raise ValueError(f"no readable images in {root}")
+    images = np.stack(arrays).astype(np.uint8)
+    return Pool(root=root, names=kept, images=images, skipped_non_images=others)
+
+
+# ----------------------------------------------------------------------------- seed labels
+
+
+def _label_of(value: object, classes: tuple[str, ...]) -> int | None:
+    """Map a class name or '0'/'1' to 0/1; None when unknown."""
+    text = str(value).strip()
+    if text in ("0", "1"):
+        return int(text)
+    lowered = [c.lower() for c in classes]
+    return lowered.index(text.lower()) if text.lower() in lowered else None
+
+
+def _read_json(path: Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: malformed JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected {{"<class>": [image, ...]}}, got {type(data).__name__}')
+    pairs = []
+    for key, names in data.items():
+        label = _label_of(key, classes)
+        if label is None:
+            problems.add(f"{path}: unknown class {key!r} (known: {', '.join(classes)}); its images ignored")
+            continue
+        if not isinstance(names, list):
+            problems.add(f"{path}: class {key!r} is not a list; ignored")
+            continue
+        pairs += [(str(n), label) for n in names]
+    return pairs
+
+
+def _read_csv(path: Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
+    try:
+        rows = list(csv.reader(path.read_text().splitlines()))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: malformed CSV ({exc})") from None
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["image", "label"]:
+        rows = rows[1:]
+    pairs = []
+    for lineno, row in enumerate(rows, start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            problems.add(f"{path}:{lineno}: expected 'image,label', got {','.join(row)!r}; ignored")
+            continue
+        label = _label_of(row[1], classes)
+        if label is None:
+            problems.add(f"{path}:{lineno}: unknown label {row[1]!r} for {row[0]!r}; ignored")
+            continue
+        pairs.append((row[0].strip(), label))
+    return pairs
+
+
+def _read_folders(path: Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
+    pairs = []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        label = _label_of(sub.name, classes)
+        if label is None:
+            problems.add(f"{sub}: folder is not a class (known: 0, 1, {', '.join(classes)}); ignored")
+            continue
+        names, _ = list_images(sub)
+        pairs += [(Path(n).name, label) for n in names]
+    return pairs
+
+
+def read_seed_labels(path: str | Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
+    """Raw (image name, label) pairs from JSON ``{"open": [...], ...}``, CSV ``image,label``
+    or class folders ``<root>/<label>/*``. Duplicates and conflicts are kept (see :func:`clean_seed_labels`)."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_folders(path, classes, problems)
+    if not path.is_file():
+        raise ValueError(f"seed label file not found: {path}")
+    if path.suffix.lower() == ".json":
+        return _read_json(path, classes, problems)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, classes, problems)
+    raise ValueError(f"{path}: seed labels must be .json, .csv or a folder of class folders")
+
+
+def clean_seed_labels(
+    pairs: list[tuple[str, int]], pool_names: list[str], classes: tuple[str, ...], problems: Problems, source: str
+) -> dict[str, int]:
+    """Resolve raw pairs against the pool: an image under two classes is dropped, and so is
+    a name that is not in the pool. Names match the pool's relative path, or its file name
+    when that is unique. Returns {pool name: label}."""
+    by_path = set(pool_names)
+    by_base: dict[str, list[str]] = {}
+    for n in pool_names:
+        by_base.setdefault(n.rsplit("/", 1)[-1], []).append(n)
+    seen: dict[str, set[int]] = {}
+    for name, label in pairs:
+        resolved = name if name in by_path else None
+        if resolved is None and len(by_base.get(name, [])) == 1:
+            resolved = by_base[name][0]
+        if resolved is None:
+            problems.add(f"{source}: {name} is not in the images folder; dropped")
+            continue
+        seen.setdefault(resolved, set()).add(label)
+    labels = {}
+    for name, found in seen.items():
+        if len(found) > 1:
+            problems.add(f"{source}: {name} is labeled both {classes[0]!r} and {classes[1]!r}; dropped")
+        else:
+            labels[name] = found.pop()
+    return dict(sorted(labels.items()))
+
+
+def split_seeds(labels: dict[str, int], n_train: int, seed: int) -> tuple[list[str], list[str]]:
+    """Stratified, seeded split of the seed labels into (train names, validation names).
+
+    Each class gives train images in proportion to its share; at least one image
+    per class stays for validation when the class has two or more.
+    """
+    if len(labels) < 2:
+        raise ValueError(f"need at least 2 seed labels, found {len(labels)}")
+    counts = {c: sum(1 for v in labels.values() if v == c) for c in (0, 1)}
+    for c, k in counts.items():
+        if k < 2:
+            raise ValueError(f"need at least 2 seed labels of class {c}, found {k}")
+    n_train = min(n_train, len(labels) - 2)
+    rng = np.random.default_rng(seed)
+    train: list[str] = []
+    for c in (0, 1):
+        names = sorted(n for n, v in labels.items() if v == c)
+        rng.shuffle(names)
+        k = int(round(n_train * counts[c] / len(labels)))
+        train += names[: max(1, min(k, len(names) - 1))]
+    val = sorted(set(labels) - set(train))
+    return sorted(train), val

@@ -1,0 +1,168 @@
+"""FixMatch (Sohn et al. 2020) for any classifier module, after USB's fixmatch.py.
+
+Pure pieces (:func:`confidence_mask`, :func:`pseudo_label`, :func:`fixmatch_loss`)
+plus one training loop, :func:`fit_fixmatch`, with EMA weights and early stopping.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .augment import strong_augment, to_float, weak_augment
+
+
+def confidence_mask(probs: torch.Tensor, tau: float) -> torch.Tensor:
+    """(N, K) probabilities -> (N,) bool, True where the top probability is >= tau."""
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must be in [0, 1], got {tau!r}")
+    return probs.max(dim=1).values >= tau
+
+
+def pseudo_label(probs: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) probabilities of the weak view -> ((N,) hard labels, (N,) float mask of confident rows)."""
+    return probs.argmax(dim=1), confidence_mask(probs, tau).float()
+
+
+def fixmatch_loss(logits_lb: torch.Tensor, y_lb: torch.Tensor, logits_s: torch.Tensor, probs_w: torch.Tensor,
+                  tau: float, lambda_u: float = 1.0, w_lb: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Supervised cross-entropy on (B, K) labeled logits plus lambda_u times the masked
+    cross-entropy of the (uB, K) strong-view logits against the weak view's pseudo-labels.
+
+    w_lb: optional (B,) per-example weights for the labeled term.
+    Returns (loss, {"sup": ..., "unsup": ..., "mask": share of confident unlabeled rows}).
+    """
+    ce = F.cross_entropy(logits_lb, y_lb, reduction="none")
+    sup = (ce * w_lb).sum() / w_lb.sum().clamp_min(1e-8) if w_lb is not None else ce.mean()
+    labels, mask = pseudo_label(probs_w, tau)
+    unsup = (F.cross_entropy(logits_s, labels, reduction="none") * mask).mean() if len(logits_s) else sup * 0
+    loss = sup + lambda_u * unsup
+    return loss, {"sup": sup.item(), "unsup": unsup.item(), "mask": mask.mean().item() if len(mask) else 0.0}
+
+
+class EMA:
+    """Exponential moving average of a module's weights (buffers are copied)."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for e, p in zip(self.module.parameters(), module.parameters()):
+            e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+        for e, b in zip(self.module.buffers(), module.buffers()):
+            e.copy_(b)
+
+
+@dataclass(frozen=True)
+class FixMatchConfig:
+    epochs: int = 12  # passes over the unlabeled set
+    batch_size: int = 32  # labeled images per step
+    mu: int = 4  # unlabeled images per labeled image in a step
+    tau: float = 0.95  # confidence threshold on the weak view
+    lambda_u: float = 1.0  # weight of the unlabeled loss
+    lr: float = 0.03  # SGD learning rate, cosine-decayed to 0
+    weight_decay: float = 5e-4  # L2 penalty
+    ema: float = 0.99  # EMA decay of the weights that are evaluated and kept
+    patience: int = 6  # stop after this many epochs without a better validation loss
+
+
+@dataclass
+class FitResult:
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def logits_of(out) -> torch.Tensor:
+    """Some heads (ultralytics) return (probs, logits) in eval mode."""
+    return out[1] if isinstance(out, (tuple, list)) else out
+
+
+@torch.inference_mode()
+def predict_probs(module: nn.Module, x: torch.Tensor, batch_size: int = 512, tta: bool = False) -> torch.Tensor:
+    """(N, C, H, W) float in [0, 1] -> (N, K) softmax probabilities; ``tta`` averages in the flipped view."""
+    module.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        p = logits_of(module(xb)).softmax(1)
+        if tta:
+            p = (p + logits_of(module(xb.flip(-1))).softmax(1)) / 2
+        out.append(p)
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def _val_loss(module: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> tuple[float, float]:
+    pv = predict_probs(module, xv)
+    return F.nll_loss(pv.clamp_min(1e-7).log(), yv).item(), (pv.argmax(1) == yv).float().mean().item()
+
+
+def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: np.ndarray, x_val: np.ndarray,
+                 y_val: np.ndarray, fc: FixMatchConfig, seed: int = 0, desc: str = "fixmatch", progress: bool = True,
+                 w_lb: np.ndarray | None = None, on_epoch=None) -> FitResult:
+    """Train ``module`` with FixMatch; the best EMA weights (by validation loss) are loaded into it.
+
+    x_lb: (B, C, H, W) uint8 labeled, y_lb: (B,) int; x_ulb: (U, C, H, W) uint8 unlabeled;
+    x_val/y_val: validation split; w_lb: optional (B,) labeled weights;
+    on_epoch: optional callback(epoch, ema_module) after each epoch.
+    """
+    from tqdm import tqdm
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    xl, yl = to_float(torch.from_numpy(x_lb)), torch.from_numpy(y_lb).long()
+    wl = torch.from_numpy(w_lb).float() if w_lb is not None else None
+    xu = to_float(torch.from_numpy(x_ulb))
+    xv, yv = to_float(torch.from_numpy(x_val)), torch.from_numpy(y_val).long()
+    ub = fc.batch_size * fc.mu
+    steps = max(1, math.ceil(len(xu) / ub))
+    opt = torch.optim.SGD(module.parameters(), lr=fc.lr, momentum=0.9, nesterov=True, weight_decay=fc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: math.cos(7 * math.pi * s / (16 * fc.epochs * steps)))
+    ema, res, best, start = EMA(module, fc.ema), FitResult(), None, time.perf_counter()
+    bar = tqdm(total=fc.epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
+    for epoch in range(fc.epochs):
+        perm = torch.randperm(len(xu), generator=g)
+        stats = {"loss": 0.0, "mask": 0.0}
+        for s in range(steps):
+            li = torch.randint(len(xl), (fc.batch_size,), generator=g)
+            ui = perm[s * ub : (s + 1) * ub]
+            module.train()
+            with torch.no_grad():  # train mode: batch statistics, as in the step itself
+                probs_w = logits_of(module(weak_augment(xu[ui], g))).softmax(1)
+            xb = torch.cat([weak_augment(xl[li], g), strong_augment(xu[ui], g=g)])
+            logits = logits_of(module(xb))
+            loss, st = fixmatch_loss(logits[: len(li)], yl[li], logits[len(li) :], probs_w, fc.tau, fc.lambda_u,
+                                     None if wl is None else wl[li])  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            ema.update(module)
+            stats["loss"] += loss.item() / steps
+            stats["mask"] += st["mask"] / steps
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", mask=f"{st['mask']:.2f}")
+        if on_epoch is not None:
+            on_epoch(epoch, ema.module)
+        vl, va = _val_loss(ema.module, xv, yv)
+        res.history.append({"epoch": epoch, "train_loss": stats["loss"], "mask_rate": stats["mask"], "val_loss": vl,
+                            "val_acc": va})  # fmt: skip
+        if vl < res.best_val_loss - 1e-4:
+            res.best_val_loss, res.best_epoch, best = vl, epoch, copy.deepcopy(ema.module.state_dict())
+        elif epoch - res.best_epoch >= fc.patience:
+            break
+    bar.close()
+    module.load_state_dict(best if best is not None else ema.module.state_dict())
+    res.seconds = time.perf_counter() - start
+    return res

@@ -1,0 +1,116 @@
+"""The run report: a markdown page with a score scatter, sample grids and tables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .vote import UNCLEAR
+
+_FOLDER_TITLES = {"0": "0/ (closed)", "1": "1/ (open)", "unclear": "unclear/ (queue order)"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def scatter_plot(score_a: np.ndarray, score_b: np.ndarray, decision: np.ndarray, names: tuple[str, str],
+                 margin: float, path: Path) -> None:
+    """Model A's score against model B's, coloured by decision, with the margin box."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=110)
+    for d, colour, label in ((0, "tab:blue", "0/ closed"), (1, "tab:orange", "1/ open"), (UNCLEAR, "tab:gray", "unclear")):
+        m = decision == d
+        ax.scatter(score_a[m], score_b[m], s=6, alpha=0.5, c=colour, label=f"{label} ({int(m.sum())})")
+    lo, hi = 0.5 - margin, 0.5 + margin
+    for v in (lo, hi):
+        ax.axvline(v, color="k", lw=0.6, ls="--")
+        ax.axhline(v, color="k", lw=0.6, ls="--")
+    ax.set(xlabel=f"{names[0]} P(open)", ylabel=f"{names[1]} P(open)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+           title="Seed model scores on the pool")
+    ax.legend(loc="center left", fontsize=8, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def sample_grid(images: np.ndarray, titles: list[str], path: Path, cols: int = 12, scale: int = 3) -> None:
+    """A PNG grid of (N, C, H, W) uint8 images, upscaled with nearest-neighbour, one caption each."""
+    plt = _plt()
+    n = max(len(images), 1)
+    rows = int(np.ceil(n / cols))
+    h, w = (images.shape[-2], images.shape[-1]) if len(images) else (24, 24)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * w * scale / 72, rows * (h * scale + 14) / 72), dpi=72)
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, img, title in zip(np.atleast_1d(axes).ravel(), images, titles):
+        pic = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+        ax.imshow(pic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def curves_plot(histories: dict[str, list[dict]], path: Path) -> None:
+    """Training and validation loss per epoch for each seed model (and round)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    for name, hist in histories.items():
+        if not hist:
+            continue
+        ep = [h["epoch"] for h in hist]
+        line = ax.plot(ep, [h["train_loss"] for h in hist], label=f"{name} train")[0]
+        ax.plot(ep, [h["val_loss"] for h in hist], ls="--", color=line.get_color(), label=f"{name} val")
+    ax.set(xlabel="epoch", ylabel="loss", title="Seed model training")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    def fmt(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str]) -> Path:
+    """Write ``report.md`` next to the PNGs already in ``run_dir``. Returns its path."""
+    counts, total = summary["counts"], sum(summary["counts"].values())
+    rows = [[_FOLDER_TITLES[k], v, f"{100 * v / max(total, 1):.1f} %"] for k, v in counts.items()]
+    metric_rows = [
+        [name, m["accuracy"], m["precision"], m["recall"], m["f1"], m["eer"], m["roc_auc"],
+         f"{m['parameters'] / 1e6:.2f} M", f"{m['train_seconds']:.0f}"]
+        for name, m in metrics.items()
+    ]  # fmt: skip
+    parts = [
+        f"# Run report: {summary['pipeline']}",
+        f"{total} pool images, {summary['n_seed']} seed labels ({summary['n_train']} train, {summary['n_val']} validation). "
+        f"Margin {summary['margin']}: an image is decided when both models score ≥ {0.5 + summary['margin']:.2f} "
+        f"or both ≤ {0.5 - summary['margin']:.2f}.",
+        "## Where everything went",
+        _table(["folder", "images", "share"], rows),
+        f"\nThe two models agree on the side of 0.5 for **{100 * summary['agreement']:.1f} %** of the pool; "
+        f"{summary['disagree']} images are disagreements and head the unclear queue.",
+        "![scatter](scatter.png)",
+        "## Samples",
+        *[f"### {_FOLDER_TITLES[k]}\n![{k}](samples_{k}.png)" for k in ("0", "1", "unclear")],
+        "## Seed models on the validation split",
+        _table(["model", "accuracy", "precision", "recall", "F1", "EER", "ROC AUC", "params", "train s"], metric_rows),
+        "\n![training curves](curves.png)",
+        "## Stage timings",
+        _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["seconds"].items()]),
+        "## Input problems",
+        "\n".join(f"- {p}" for p in problems) if problems else "None.",
+    ]
+    path = run_dir / "report.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path

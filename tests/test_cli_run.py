@@ -1,0 +1,114 @@
+"""End-to-end `pseudolabel run` on 300 real crops with few epochs."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pseudolabel.config import load_config
+from tests.conftest import ROOT, tree_digest
+
+
+def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
+    cfg.update(images=str(images), labels=str(labels), student_max=200)
+    cfg["yolo"].update(epochs=8, fixmatch_epochs=1)
+    cfg["resnet50"].update(epochs=1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pseudolabel.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, eyes):
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    images = tmp / "images"
+    images.mkdir()
+    for p in sorted((eyes / "images").iterdir())[:300]:
+        shutil.copy2(p, images / p.name)
+    labels = tmp / "targets.json"
+    shutil.copy2(eyes / "targets.json", labels)
+    before = tree_digest(images), labels.read_bytes()
+    pipeline = write_pipeline(tmp, images, labels)
+    proc = run_cli("run", str(pipeline), "--out", str(tmp / "run"), "--quiet", cwd=tmp)
+    return tmp, proc, before
+
+
+def test_run_succeeds_and_reports_bad_seed_labels(finished_run):
+    tmp, proc, _ = finished_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "000115.jpg is labeled both 'closed' and 'open'; dropped" in proc.stderr
+    assert "000000.jpg is not in the images folder; dropped" in proc.stderr
+    assert "unclear/" in proc.stdout and "report:" in proc.stdout
+
+
+def test_originals_are_untouched(finished_run):
+    tmp, _, (digest, label_bytes) = finished_run
+    assert tree_digest(tmp / "images") == digest
+    assert (tmp / "targets.json").read_bytes() == label_bytes
+
+
+def test_run_folder_contents(finished_run):
+    tmp, _, _ = finished_run
+    run = tmp / "run"
+    for name in ("report.md", "scatter.png", "samples_0.png", "samples_1.png", "samples_unclear.png", "curves.png",
+                 "predictions.csv", "metrics.json", "config.yaml", "split.csv", "timings.json"):  # fmt: skip
+        assert (run / name).is_file(), name
+    assert not list(tmp.glob(".run.*")), "partial folder left behind"
+    rows = list(csv.DictReader(open(run / "predictions.csv")))
+    assert len(rows) == 300
+    files = {p.relative_to(run).as_posix() for f in ("0", "1", "unclear") for p in (run / f).iterdir()}
+    assert files == {r["file"] for r in rows}
+    for r in rows:
+        assert 0.0 <= float(r["yolov8-cls"]) <= 1.0 and 0.0 <= float(r["resnet50"]) <= 1.0
+        assert r["file"].split("/")[0] == r["decision"]
+        assert (r["queue_rank"] != "") == (r["decision"] == "unclear")
+    seeds = {r["image"]: r for r in rows if r["source"].startswith("seed")}
+    assert len(seeds) == 97
+    split = list(csv.DictReader(open(run / "split.csv")))
+    assert sum(s["split"] == "train" for s in split) == 80
+    for s in split:  # seed images sit in their labeled folder
+        assert seeds[s["image"]]["decision"] == s["label"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for m in ("yolov8-cls", "resnet50"):
+        assert {"accuracy", "precision", "recall", "f1", "eer", "roc_auc", "parameters", "train_seconds"} <= set(metrics[m])
+    assert metrics["resnet50"]["parameters"] > 20e6
+    assert load_config(run / "config.yaml").yolo.fixmatch_epochs == 1
+    report = (run / "report.md").read_text()
+    assert "![scatter](scatter.png)" in report and "000115.jpg" in report
+
+
+def test_second_run_refuses_without_overwrite(finished_run):
+    tmp, _, _ = finished_run
+    before = tree_digest(tmp / "run")
+    proc = run_cli("run", str(tmp / "tiny.yaml"), "--out", str(tmp / "run"), "--quiet", cwd=tmp)
+    assert proc.returncode == 2
+    assert "already exists" in proc.stderr and "--overwrite" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert tree_digest(tmp / "run") == before
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--images", "/nonexistent/imgs"], "images folder not found: /nonexistent/imgs"),
+        (["--labels", "/nonexistent/t.json"], "seed label file not found: /nonexistent/t.json"),
+        (["--margin", "0.6"], "margin must be in [0, 0.5), got 0.6"),
+    ],
+)
+def test_bad_input_gives_one_line_error(finished_run, args, message):
+    tmp, _, _ = finished_run
+    proc = run_cli("run", str(tmp / "tiny.yaml"), "--out", str(tmp / "other"), "--quiet", *args, cwd=tmp)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"pseudolabel: error: {message}"
+    assert not (tmp / "other").exists()

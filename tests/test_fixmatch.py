@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from pseudolabel.fixmatch import EMA, confidence_mask, fixmatch_loss, pseudo_label
+
+P = torch.tensor([[0.97, 0.03], [0.5, 0.5], [0.04, 0.96], [0.2, 0.8], [0.05, 0.95]])
+
+
+@pytest.mark.parametrize(
+    "tau,expected",
+    [
+        (0.95, [True, False, True, False, True]),
+        (0.96, [True, False, True, False, False]),
+        (0.5, [True, True, True, True, True]),
+        (0.99, [False, False, False, False, False]),
+    ],
+)
+def test_confidence_mask(tau, expected):
+    assert confidence_mask(P, tau).tolist() == expected
+
+
+def test_pseudo_label_hard_labels_and_float_mask():
+    labels, mask = pseudo_label(P, 0.95)
+    assert labels.tolist() == [0, 0, 1, 1, 1]
+    assert mask.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_confidence_mask_rejects_bad_tau():
+    with pytest.raises(ValueError, match="tau"):
+        confidence_mask(P, 1.5)
+
+
+def test_loss_ignores_unconfident_rows_and_weights_labels():
+    logits_lb = torch.tensor([[2.0, -2.0], [-1.0, 1.0]])
+    y = torch.tensor([0, 0])
+    probs_w = torch.tensor([[0.99, 0.01], [0.6, 0.4]])
+    logits_s = torch.tensor([[0.0, 0.0], [-50.0, 50.0]])  # second row is wildly wrong but not confident
+    loss, st = fixmatch_loss(logits_lb, y, logits_s, probs_w, tau=0.95)
+    unsup_expected = torch.nn.functional.cross_entropy(logits_s[:1], torch.tensor([0])) / 2
+    assert st["mask"] == 0.5
+    assert abs(st["unsup"] - float(unsup_expected)) < 1e-6
+    # weighting the second (misclassified) labeled row to zero lowers the supervised term
+    _, st_w = fixmatch_loss(logits_lb, y, logits_s, probs_w, tau=0.95, w_lb=torch.tensor([1.0, 0.0]))
+    assert st_w["sup"] < st["sup"]
+
+
+def test_ema_moves_towards_the_weights():
+    m = torch.nn.Linear(2, 2)
+    ema = EMA(m, decay=0.5)
+    before = ema.module.weight.clone()
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    ema.update(m)
+    assert torch.allclose(ema.module.weight, before + 0.5)

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from pseudolabel import sort
+from pseudolabel.vote import UNCLEAR, vote
+from tests.conftest import tree_digest
+
+
+@pytest.mark.parametrize(
+    "image,decision,rank,expected",
+    [
+        ("a.jpg", 1, 0, "a.jpg"),
+        ("sub/dir/a.jpg", 0, 0, "sub__dir__a.jpg"),
+        ("a.jpg", UNCLEAR, 7, "00007_a.jpg"),
+        ("-x y é.png", UNCLEAR, 12345, "12345_-x y é.png"),
+    ],
+)
+def test_file_names(image, decision, rank, expected):
+    assert sort.file_name(image, decision, rank) == expected
+
+
+def test_materialize_links_every_image_once_and_leaves_originals_untouched(small_pool, tmp_path):
+    names = sorted(p.name for p in small_pool.iterdir())
+    rng = np.random.default_rng(0)
+    v = vote(rng.random(len(names)), rng.random(len(names)), margin=0.2)
+    before = tree_digest(small_pool)
+    run = tmp_path / "run"
+    counts = sort.materialize(sort.plan(names, v.decision, v.rank), small_pool, run)
+    assert tree_digest(small_pool) == before
+    assert counts["link"] + counts["copy"] == len(names)
+    for folder, d in (("0", 0), ("1", 1), ("unclear", UNCLEAR)):
+        files = sorted(p.name for p in (run / folder).iterdir())
+        assert len(files) == int((v.decision == d).sum())
+    unclear = sorted((run / "unclear").iterdir())
+    # file-manager order is queue order
+    ranks = [int(p.name.split("_", 1)[0]) for p in unclear]
+    assert ranks == list(range(1, len(unclear) + 1))
+    # same bytes as the originals
+    for p in (run / "0").iterdir():
+        assert p.read_bytes() == (small_pool / p.name).read_bytes()
+
+
+def test_copy_fallback_keeps_bytes_and_mtime(small_pool, tmp_path, monkeypatch):
+    def no_links(*a, **k):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(sort.os, "link", no_links)
+    src = next(small_pool.iterdir())
+    dst = tmp_path / "copy.jpg"
+    assert sort.link_or_copy(src, dst) == "copy"
+    assert dst.read_bytes() == src.read_bytes() and dst.stat().st_mtime_ns == src.stat().st_mtime_ns
