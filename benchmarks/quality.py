@@ -68,6 +68,25 @@ def print_table(res: dict) -> None:
         print(f"| seconds: {stage} | {sec:.0f} | {target} |")
 
 
+def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0.49), margins_b=(0.0, 0.05, 0.1, 0.2, 0.3)):
+    """Precision of 0/ and 1/ and the unclear share for other margins, from a run's scores (no retraining).
+    Seed labels are not applied here, so figures differ slightly from the run's own folders."""
+    from pseudolabel.vote import vote
+
+    with open(run_dir / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    models = [k for k in rows[0] if k not in ("image", "file", "decision", "queue_rank", "source")]
+    a, b = (np.array([float(r[m]) for r in rows]) for m in models)
+    lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
+    y = np.array([dev[rows[i]["image"]] for i in lab])
+    print(f"\n| margin {models[0]} | margin {models[1]} | precision 0/ | precision 1/ | unclear |\n|---|---|---|---|---|")
+    for ma in margins_a:
+        for mb in margins_b:
+            d = vote(a, b, margin=(ma, mb)).decision
+            p0, p1 = (float(np.mean(y[d[lab] == c] == c)) for c in (0, 1))
+            print(f"| {ma} | {mb} | {100 * p0:.2f} % | {100 * p1:.2f} % | {100 * np.mean(d == -1):.1f} % |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="score this existing run folder instead of running")
@@ -75,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-quality")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--sweep", action="store_true", help="also print precision/unclear for other margins")
     args = ap.parse_args(argv)
     dev = read_dev()
     run_dir = args.run
@@ -88,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out
     res = score_run(run_dir, dev)
     print_table(res)
+    if args.sweep:
+        sweep(run_dir, dev)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0

@@ -12,7 +12,6 @@ is vectorised over the batch, so augmenting thousands of 24x24 crops is cheap.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

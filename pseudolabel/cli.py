@@ -20,6 +20,14 @@ def _pipeline_path(value: str | None) -> Path:
     return Path("pipelines") / f"{value}.yaml"
 
 
+def _margin(text: str) -> float | tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or two numbers separated by a comma, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train two seed models and sort the pool into 0/, 1/ and unclear/")
     p.add_argument("pipeline", nargs="?", help=f"pipeline YAML or name in pipelines/ (default: {DEFAULT_PIPELINE})")
@@ -27,7 +35,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--images", help="folder of unlabeled images (overrides the pipeline)")
     p.add_argument("--labels", help="seed labels: JSON, CSV or class folders (overrides the pipeline)")
-    p.add_argument("--margin", type=float, help="vote margin around 0.5")
+    p.add_argument("--margin", type=_margin, help="vote margin around 0.5: M for both models, or MA,MB")
     p.add_argument("--n-train", type=int, dest="n_train", help="seed labels used for training")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--pretrained", help="local weights file for resnet50")

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from .vote import check_margin
+
 
 @dataclass(frozen=True)
 class SeedTrainConfig:
@@ -42,7 +44,8 @@ class Config:
     channels: int = 1  # 1 = grayscale, 3 = RGB
     n_train: int = 80  # seed labels used to train; the rest validate (stratified split)
     seed: int = 0  # random seed for the split, the augmentations and the models
-    margin: float = 0.2  # agreed when both scores >= 0.5 + margin (open) or both <= 0.5 - margin (closed)
+    margin: float | tuple[float, float] = 0.3  # decided when each score is >= 0.5 + margin (open) or <= 0.5 - margin
+    # (closed); one number for both models or one per model, in the order of `models`
     teacher_conf: float = 0.8  # the second model also learns from pool images the first scores this confidently
     student_max: int = 1500  # at most this many such pool images (random, seeded); 0 = seeds only
     limit: int | None = None  # use only the first N pool images (quick trials); None = all
@@ -61,8 +64,7 @@ _NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig}
 def _validate(cfg: Config) -> None:
     if len(cfg.classes) != 2 or len(set(cfg.classes)) != 2:
         raise ValueError(f"classes must be two distinct names, got {list(cfg.classes)!r}")
-    if not 0.0 <= cfg.margin < 0.5:
-        raise ValueError(f"margin must be in [0, 0.5), got {cfg.margin!r}")
+    check_margin(cfg.margin)
     if cfg.image_size < 4:
         raise ValueError(f"image_size must be at least 4, got {cfg.image_size!r}")
     if cfg.channels not in (1, 3):

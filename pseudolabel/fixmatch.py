@@ -103,7 +103,8 @@ def predict_probs(module: nn.Module, x: torch.Tensor, batch_size: int = 512, tta
     return torch.cat(out) if out else torch.empty(0, 2)
 
 
-def _val_loss(module: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> tuple[float, float]:
+def evaluate(module: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> tuple[float, float]:
+    """(loss, accuracy) of ``module`` on (N, C, H, W) float images with (N,) labels."""
     pv = predict_probs(module, xv)
     return F.nll_loss(pv.clamp_min(1e-7).log(), yv).item(), (pv.argmax(1) == yv).float().mean().item()
 
@@ -155,7 +156,7 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
             bar.set_postfix(loss=f"{loss.item():.3f}", mask=f"{st['mask']:.2f}")
         if on_epoch is not None:
             on_epoch(epoch, ema.module)
-        vl, va = _val_loss(ema.module, xv, yv)
+        vl, va = evaluate(ema.module, xv, yv)
         res.history.append({"epoch": epoch, "train_loss": stats["loss"], "mask_rate": stats["mask"], "val_loss": vl,
                             "val_acc": va})  # fmt: skip
         if vl < res.best_val_loss - 1e-4:

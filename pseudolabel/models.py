@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import seed_augment, to_float
-from .fixmatch import FitResult, logits_of, predict_probs
+from .fixmatch import FitResult, evaluate, logits_of, predict_probs
 from .config import Config, SeedTrainConfig
 
 
@@ -103,9 +103,7 @@ def fit_module(
             opt.step()
             sched.step()
             losses.append(loss.item())
-        pv = predict_probs(module, xv)
-        val_loss = F.nll_loss(pv.clamp_min(1e-7).log(), yv).item()
-        val_acc = (pv.argmax(1) == yv).float().mean().item()
+        val_loss, val_acc = evaluate(module, xv, yv)
         res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_acc": val_acc})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}")
         if val_loss < res.best_val_loss - 1e-4:

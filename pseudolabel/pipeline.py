@@ -20,7 +20,7 @@ from .config import Config, dump_config
 from .data import Pool, Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
 from .metrics import classification_metrics
 from .models import SeedModel, create_seed_model
-from .vote import UNCLEAR, Votes, vote
+from .vote import UNCLEAR, Votes, check_margin, vote
 
 
 @dataclass
@@ -178,10 +178,18 @@ def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: P
     return result
 
 
+def vote_rule(cfg: Config) -> str:
+    """The decision rule in words, e.g. 'yolov8-cls >= 0.98 and resnet50 >= 0.60 (open), ...'."""
+    m = check_margin(cfg.margin)
+    hi = " and ".join(f"{n} ≥ {0.5 + x:.2f}" for n, x in zip(cfg.models, m))
+    lo = " and ".join(f"{n} ≤ {0.5 - x:.2f}" for n, x in zip(cfg.models, m))
+    return f"{hi} (open), or {lo} (closed)"
+
+
 def _summary(cfg: Config, seeds: Seeds, res: RunResult) -> dict:
     counts = {f: int((res.decision == d).sum()) for f, d in (("0", 0), ("1", 1), ("unclear", UNCLEAR))}
     return {
-        "pipeline": cfg.name, "margin": cfg.margin, "counts": counts, "n_seed": len(seeds.labels),
+        "pipeline": cfg.name, "rule": vote_rule(cfg), "counts": counts, "n_seed": len(seeds.labels),
         "n_train": len(seeds.train), "n_val": len(seeds.val), "agreement": float(1 - res.votes.disagree.mean()),
         "disagree": int(res.votes.disagree.sum()), "seconds": res.seconds,
     }  # fmt: skip
@@ -212,7 +220,7 @@ def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: Run
 
 def _pictures(cfg: Config, run_dir: Path, pool: Pool, res: RunResult, per_folder: int = 48) -> None:
     a, b = list(res.scores.values())
-    report.scatter_plot(a, b, res.decision, tuple(res.scores), cfg.margin, run_dir / "scatter.png")
+    report.scatter_plot(a, b, res.decision, tuple(res.scores), check_margin(cfg.margin), run_dir / "scatter.png")
     rng = np.random.default_rng(cfg.seed)
     for folder, d in (("0", 0), ("1", 1), ("unclear", UNCLEAR)):
         idx = np.flatnonzero(res.decision == d)

@@ -20,17 +20,16 @@ def _plt():
 
 
 def scatter_plot(score_a: np.ndarray, score_b: np.ndarray, decision: np.ndarray, names: tuple[str, str],
-                 margin: float, path: Path) -> None:
+                 margin: tuple[float, float], path: Path) -> None:
     """Model A's score against model B's, coloured by decision, with the margin box."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=110)
     for d, colour, label in ((0, "tab:blue", "0/ closed"), (1, "tab:orange", "1/ open"), (UNCLEAR, "tab:gray", "unclear")):
         m = decision == d
         ax.scatter(score_a[m], score_b[m], s=6, alpha=0.5, c=colour, label=f"{label} ({int(m.sum())})")
-    lo, hi = 0.5 - margin, 0.5 + margin
-    for v in (lo, hi):
-        ax.axvline(v, color="k", lw=0.6, ls="--")
-        ax.axhline(v, color="k", lw=0.6, ls="--")
+    for sign in (-1, 1):
+        ax.axvline(0.5 + sign * margin[0], color="k", lw=0.6, ls="--")
+        ax.axhline(0.5 + sign * margin[1], color="k", lw=0.6, ls="--")
     ax.set(xlabel=f"{names[0]} P(open)", ylabel=f"{names[1]} P(open)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
            title="Seed model scores on the pool")
     ax.legend(loc="center left", fontsize=8, markerscale=2)
@@ -94,8 +93,7 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
     parts = [
         f"# Run report: {summary['pipeline']}",
         f"{total} pool images, {summary['n_seed']} seed labels ({summary['n_train']} train, {summary['n_val']} validation). "
-        f"Margin {summary['margin']}: an image is decided when both models score ≥ {0.5 + summary['margin']:.2f} "
-        f"or both ≤ {0.5 - summary['margin']:.2f}.",
+        f"An image is decided when {summary['rule']}.",
         "## Where everything went",
         _table(["folder", "images", "share"], rows),
         f"\nThe two models agree on the side of 0.5 for **{100 * summary['agreement']:.1f} %** of the pool; "

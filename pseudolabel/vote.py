@@ -39,23 +39,31 @@ def _as_scores(p: np.ndarray, name: str) -> np.ndarray:
     return p
 
 
-def vote(probs_a: np.ndarray, probs_b: np.ndarray, *, margin: float) -> Votes:
+def check_margin(margin: float | tuple[float, float]) -> tuple[float, float]:
+    """A margin is one number for both models or a pair (model A, model B), each in [0, 0.5)."""
+    pair = tuple(margin) if isinstance(margin, (tuple, list)) else (margin, margin)
+    if len(pair) != 2 or not all(isinstance(m, (int, float)) and 0.0 <= m < 0.5 for m in pair):
+        raise ValueError(f"margin must be in [0, 0.5), or a pair of such, got {margin!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def vote(probs_a: np.ndarray, probs_b: np.ndarray, *, margin: float | tuple[float, float]) -> Votes:
     """Decide each image from two models' scores.
 
     probs_a, probs_b: (N,) P(open) or (N, 2) probabilities (column 1 = open).
-    An image is open (1) when both scores are >= 0.5 + margin, closed (0) when both
-    are <= 0.5 - margin, and unclear (-1) otherwise. The unclear queue puts
-    disagreements first, then the least confident (mean score nearest 0.5).
+    margin: one number, or (margin of A, margin of B) for models whose scores are
+    scaled differently. An image is open (1) when each score is >= 0.5 + its margin,
+    closed (0) when each is <= 0.5 - its margin, and unclear (-1) otherwise. The
+    unclear queue puts disagreements first, then the least confident (mean score
+    nearest 0.5).
     """
-    if not 0.0 <= margin < 0.5:
-        raise ValueError(f"margin must be in [0, 0.5), got {margin!r}")
+    ma, mb = check_margin(margin)
     a, b = _as_scores(probs_a, "probs_a"), _as_scores(probs_b, "probs_b")
     if a.shape != b.shape:
         raise ValueError(f"probs_a and probs_b differ in length: {a.shape[0]} vs {b.shape[0]}")
-    hi, lo = 0.5 + margin, 0.5 - margin
     decision = np.full(a.shape, UNCLEAR, dtype=np.int64)
-    decision[(a <= lo) & (b <= lo)] = 0
-    decision[(a >= hi) & (b >= hi)] = 1  # at margin 0 a score of exactly 0.5 is open, as everywhere
+    decision[(a <= 0.5 - ma) & (b <= 0.5 - mb)] = 0
+    decision[(a >= 0.5 + ma) & (b >= 0.5 + mb)] = 1  # at margin 0 a score of exactly 0.5 is open, as everywhere
     disagree = (a >= 0.5) != (b >= 0.5)
     rank = np.zeros(a.shape, dtype=np.int64)
     queued = np.flatnonzero(decision == UNCLEAR)

@@ -103,7 +103,8 @@ def test_second_run_refuses_without_overwrite(finished_run):
     [
         (["--images", "/nonexistent/imgs"], "images folder not found: /nonexistent/imgs"),
         (["--labels", "/nonexistent/t.json"], "seed label file not found: /nonexistent/t.json"),
-        (["--margin", "0.6"], "margin must be in [0, 0.5), got 0.6"),
+        (["--margin", "0.6"], "margin must be in [0, 0.5), or a pair of such, got 0.6"),
+        (["--margin", "0.4,0.5"], "margin must be in [0, 0.5), or a pair of such, got (0.4, 0.5)"),
     ],
 )
 def test_bad_input_gives_one_line_error(finished_run, args, message):

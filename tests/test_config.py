@@ -20,6 +20,7 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("name: x\nmargn: 0.2\n", "unknown key.*margn"),
         ("yolo:\n  epoch: 3\n", r"yolo.*unknown key.*epoch"),
         ("margin: 0.7\n", "margin"),
+        ("margin: [0.4, 0.6]\n", "margin"),
         ("classes: [a]\n", "classes"),
         ("channels: 2\n", "channels"),
         ("yolo:\n  variant: x\n", "variant"),

@@ -48,11 +48,32 @@ def test_queue_puts_disagreements_first_then_least_confident():
     assert v.counts() == {"0": 1, "1": 1, "unclear": 5}
 
 
+# per-model margins: (score A, score B, (margin A, margin B), expected)
+PAIR_CASES = [
+    (0.99, 0.6, (0.48, 0.1), 1),
+    (0.97, 0.9, (0.48, 0.1), UNCLEAR),  # A not sure enough for its own margin
+    (0.99, 0.55, (0.48, 0.1), UNCLEAR),
+    (0.01, 0.4, (0.48, 0.1), 0),
+    (0.01, 0.45, (0.48, 0.1), UNCLEAR),
+    (0.99, 0.2, (0.48, 0.0), UNCLEAR),  # disagreement
+]
+
+
+@pytest.mark.parametrize("a,b,margin,expected", PAIR_CASES)
+def test_vote_rule_with_a_margin_per_model(a, b, margin, expected):
+    assert vote(np.array([a]), np.array([b]), margin=margin).decision[0] == expected
+    # a pair of equal margins is the same as one number
+    same = vote(np.array([a]), np.array([b]), margin=(margin[0], margin[0])).decision[0]
+    assert same == vote(np.array([a]), np.array([b]), margin=margin[0]).decision[0]
+
+
 @pytest.mark.parametrize(
     "a,b,margin,match",
     [
         ([0.5], [0.5], 0.5, "margin"),
         ([0.5], [0.5], -0.1, "margin"),
+        ([0.5], [0.5], (0.1, 0.5), "margin"),
+        ([0.5], [0.5], (0.1, 0.2, 0.3), "margin"),
         ([0.5, 0.2], [0.5], 0.1, "differ in length"),
         ([1.5], [0.5], 0.1, r"\[0, 1\]"),
         ([[0.2, 0.3, 0.5]], [[0.2, 0.8]], 0.1, "shape"),

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from pseudolabel.config import Config
+from pseudolabel.data import Pool
+from pseudolabel.pipeline import Seeds, check_output, final_decisions, student_set, vote_rule
+from pseudolabel.vote import UNCLEAR, Votes
+
+SCORES = np.array([0.99, 0.85, 0.5, 0.15, 0.01, 0.95, 0.3])
+
+
+@pytest.mark.parametrize(
+    "conf,max_n,exclude,expected_idx,expected_labels",
+    [
+        (0.8, 10, set(), [0, 1, 3, 4, 5], [1, 1, 0, 0, 1]),
+        (0.9, 10, set(), [0, 4, 5], [1, 0, 1]),
+        (0.9, 10, {0}, [4, 5], [0, 1]),  # seed images are excluded
+        (0.5, 10, set(), [0, 1, 2, 3, 4, 5, 6], [1, 1, 1, 0, 0, 1, 0]),
+        (0.8, 0, set(), [], []),
+    ],
+)
+def test_student_set(conf, max_n, exclude, expected_idx, expected_labels):
+    idx, labels = student_set(SCORES, conf, max_n, exclude, seed=0)
+    assert idx.tolist() == expected_idx and labels.tolist() == expected_labels
+
+
+def test_student_set_caps_at_random_and_is_seeded():
+    s = np.linspace(0, 1, 1000)
+    idx1, _ = student_set(s, 0.8, 50, set(), seed=3)
+    idx2, _ = student_set(s, 0.8, 50, set(), seed=3)
+    idx3, _ = student_set(s, 0.8, 50, set(), seed=4)
+    assert len(idx1) == 50 and idx1.tolist() == idx2.tolist() and idx1.tolist() != idx3.tolist()
+    assert ((s[idx1] >= 0.8) | (s[idx1] <= 0.2)).all()
+
+
+def test_seed_labels_win_over_the_vote():
+    pool = Pool(root=None, names=["a", "b", "c", "d"], images=np.zeros((4, 1, 2, 2), np.uint8))
+    votes = Votes(decision=np.array([1, UNCLEAR, 0, UNCLEAR]), rank=np.array([0, 1, 0, 2]), disagree=np.zeros(4, bool))
+    seeds = Seeds(labels={"a": 0, "b": 1}, train=["a"], val=["b"])
+    assert final_decisions(pool, seeds, votes).tolist() == [0, 1, 0, UNCLEAR]
+    assert votes.decision.tolist() == [1, UNCLEAR, 0, UNCLEAR]  # the vote itself is not modified
+
+
+def test_check_output_refuses_existing_folder(tmp_path):
+    check_output(tmp_path / "new", overwrite=False)
+    check_output(tmp_path, overwrite=True)
+    with pytest.raises(ValueError, match="already exists.*--overwrite"):
+        check_output(tmp_path, overwrite=False)
+
+
+def test_vote_rule_in_words():
+    rule = vote_rule(Config(margin=(0.48, 0.05)))
+    assert rule == "yolov8-cls ≥ 0.98 and resnet50 ≥ 0.55 (open), or yolov8-cls ≤ 0.02 and resnet50 ≤ 0.45 (closed)"
