@@ -45,6 +45,7 @@ class RunResult:
     decision: np.ndarray  # (N,) final decision, seed labels win over the vote
     seconds: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, dict] = field(default_factory=dict)
+    n_student: int = 0  # pool images the second model learned from
 
 
 def load_inputs(cfg: Config, problems: Problems, progress: bool) -> tuple[Pool, Seeds]:
@@ -71,19 +72,21 @@ def student_set(teacher_scores: np.ndarray, conf: float, max_n: int, exclude: se
 
 
 def train_seed_models(cfg: Config, pool: Pool, seeds: Seeds, progress: bool, seconds: dict[str, float]
-                      ) -> tuple[list[SeedModel], dict[str, np.ndarray]]:
+                      ) -> tuple[list[SeedModel], dict[str, np.ndarray], int]:
     """Teacher (first model): seeds, then FixMatch over the pool. Student (second model): seeds
-    plus the teacher's confident pool labels. Returns the models and their (N,) pool scores."""
+    plus the teacher's confident pool labels. Returns the models, their (N,) pool scores and
+    how many pool images the student learned from."""
     x_tr, y_tr = seeds.arrays(pool, seeds.train)
     x_va, y_va = seeds.arrays(pool, seeds.val)
     held_out = {pool.index()[n] for n in seeds.labels}
-    models, scores = [], {}
+    models, scores, n_student = [], {}, 0
     for k, name in enumerate(cfg.models):
         t = time.perf_counter()
         x, y = x_tr, y_tr
         if k == 1 and cfg.student_max:
             idx, labels = student_set(scores[cfg.models[0]], cfg.teacher_conf, cfg.student_max, held_out, cfg.seed)
             x, y = np.concatenate([x_tr, pool.images[idx]]), np.concatenate([y_tr, labels])
+            n_student = len(idx)
         model = create_seed_model(name, cfg, progress=progress)
         model.fit(x, y, x_va, y_va, x_unlabeled=pool.images)
         seconds[f"train {name} ({len(x)} labeled)"] = time.perf_counter() - t
@@ -91,7 +94,7 @@ def train_seed_models(cfg: Config, pool: Pool, seeds: Seeds, progress: bool, sec
         scores[name] = model.predict_proba(pool.images)[:, 1]
         seconds[f"score {name}"] = time.perf_counter() - t
         models.append(model)
-    return models, scores
+    return models, scores, n_student
 
 
 def final_decisions(pool: Pool, seeds: Seeds, votes: Votes) -> np.ndarray:
@@ -166,12 +169,12 @@ def run_pipeline(cfg: Config, out: Path, overwrite: bool = False, progress: bool
 
 def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: Problems, progress: bool,
                seconds: dict[str, float]) -> RunResult:
-    models, scores = train_seed_models(cfg, pool, seeds, progress, seconds)
+    models, scores, n_student = train_seed_models(cfg, pool, seeds, progress, seconds)
     votes = vote(*scores.values(), margin=cfg.margin)
     t = time.perf_counter()
     decision = final_decisions(pool, seeds, votes)
     metrics = seed_metrics(models, scores, pool, seeds)
-    result = RunResult(partial, pool.names, scores, votes, decision, seconds, metrics)
+    result = RunResult(partial, pool.names, scores, votes, decision, seconds, metrics, n_student)
     write_outputs(cfg, partial, pool, seeds, result, problems)
     report.curves_plot({m.name: m.history for m in models}, partial / "curves.png")
     seconds["write"] = time.perf_counter() - t
@@ -189,7 +192,8 @@ def vote_rule(cfg: Config) -> str:
 def _summary(cfg: Config, seeds: Seeds, res: RunResult) -> dict:
     counts = {f: int((res.decision == d).sum()) for f, d in (("0", 0), ("1", 1), ("unclear", UNCLEAR))}
     return {
-        "pipeline": cfg.name, "rule": vote_rule(cfg), "counts": counts, "n_seed": len(seeds.labels),
+        "pipeline": cfg.name, "rule": vote_rule(cfg), "counts": counts, "models": list(cfg.models),
+        "n_student": res.n_student, "n_seed": len(seeds.labels),
         "n_train": len(seeds.train), "n_val": len(seeds.val), "agreement": float(1 - res.votes.disagree.mean()),
         "disagree": int(res.votes.disagree.sum()), "seconds": res.seconds,
     }  # fmt: skip

@@ -99,9 +99,13 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
         f"\nThe two models agree on the side of 0.5 for **{100 * summary['agreement']:.1f} %** of the pool; "
         f"{summary['disagree']} images are disagreements and head the unclear queue.",
         "![scatter](scatter.png)",
+        "Work through `unclear/` in file-name order (most useful first) and move each file into `0/` or `1/`.",
         "## Samples",
         *[f"### {_FOLDER_TITLES[k]}\n![{k}](samples_{k}.png)" for k in ("0", "1", "unclear")],
         "## Seed models on the validation split",
+        f"The validation split has only {summary['n_val']} images, so these figures are rough. "
+        f"{summary['models'][0]} learned from the seeds and then the whole pool (FixMatch); {summary['models'][1]} "
+        f"from the seeds plus {summary['n_student']} pool images the first scored confidently.",
         _table(["model", "accuracy", "precision", "recall", "F1", "EER", "ROC AUC", "params", "train s"], metric_rows),
         "\n![training curves](curves.png)",
         "## Stage timings",

@@ -1,0 +1,62 @@
+"""Seed models: construction by name, the shared interface, local pretrained weights."""
+import numpy as np
+import pytest
+import torch
+
+from pseudolabel.config import Config, SeedTrainConfig
+from pseudolabel.models import build_resnet50, create_seed_model
+
+
+@pytest.mark.parametrize("name", ["resnet50", "yolov8-cls"])
+def test_create_seed_model_by_name_has_predict_proba(name):
+    model = create_seed_model(name, Config(), progress=False)
+    x = np.random.default_rng(0).integers(0, 255, (5, 1, 24, 24), dtype=np.uint8)
+    p = model.predict_proba(x)
+    assert p.shape == (5, 2)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    assert model.num_parameters() > 1e6
+
+
+def test_unknown_seed_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown seed model 'vgg'"):
+        create_seed_model("vgg", Config())
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path):
+    import timm
+
+    torch.manual_seed(123)
+    donor = timm.create_model("resnet50", num_classes=1000, in_chans=3)
+    path = tmp_path / "r50.pth"
+    torch.save(donor.state_dict(), path)
+    net = build_resnet50(1, "upsample", 24, 32, pretrained=str(path)).body
+    # deep layers are copied as they are; the classifier is re-made for 2 classes
+    assert torch.equal(net.layer3[0].conv1.weight, donor.layer3[0].conv1.weight)
+    assert net.fc.out_features == 2
+    # the RGB stem is folded into one input channel by timm
+    assert torch.allclose(net.conv1.weight, donor.conv1.weight.sum(1, keepdim=True), atol=1e-5)
+
+
+def test_missing_pretrained_file_names_it(tmp_path):
+    with pytest.raises(ValueError, match="nope.pth"):
+        build_resnet50(1, "upsample", 24, 32, pretrained=str(tmp_path / "nope.pth"))
+
+
+def test_a_few_supervised_epochs_on_real_crops_beat_chance(eyes):
+    """Real seed crops, a handful of epochs: the yolo seed model must learn something."""
+    from pseudolabel.data import Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
+
+    pr = Problems(quiet=True)
+    pool = load_pool(eyes / "images", 24, 1, pr, progress=False)
+    classes = ("closed", "open")
+    labels = clean_seed_labels(read_seed_labels(eyes / "targets.json", classes, pr), pool.names, classes, pr, "t")
+    train, val = split_seeds(labels, 80, 0)
+    idx = pool.index()
+    xs = lambda names: pool.images[[idx[n] for n in names]]  # noqa: E731
+    ys = lambda names: np.array([labels[n] for n in names])  # noqa: E731
+    cfg = Config(yolo=SeedTrainConfig(epochs=30, batch_size=16, lr=2e-3, patience=30))
+    model = create_seed_model("yolov8-cls", cfg, progress=False)
+    model.fit(xs(train), ys(train), xs(val), ys(val))
+    train_acc = (model.predict_proba(xs(train)).argmax(1) == ys(train)).mean()
+    assert train_acc > 0.8
+    assert len(model.history) >= 1 and model.fit_seconds > 0
