@@ -88,8 +88,8 @@ def fit_module(
     steps_per_epoch = math.ceil(len(xt) / tc.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.15)
     res, best_state, start = FitResult(), None, time.perf_counter()
-    bar = tqdm(range(tc.epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+    bar = tqdm(total=tc.epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False)
+    for epoch in range(tc.epochs):
         module.train()
         perm = torch.randperm(len(xt), generator=gen)
         losses = []
@@ -103,6 +103,7 @@ def fit_module(
             opt.step()
             sched.step()
             losses.append(loss.item())
+            bar.update(1)
         val_loss, val_acc = evaluate(module, xv, yv)
         res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_acc": val_acc})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}")
@@ -111,6 +112,7 @@ def fit_module(
             best_state = copy.deepcopy(module.state_dict())
         elif epoch - res.best_epoch >= tc.patience:
             break
+    bar.close()
     if best_state is not None:
         module.load_state_dict(best_state)
     res.seconds = time.perf_counter() - start
