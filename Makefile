@@ -1,11 +1,18 @@
-# `make setup`: create .venv, install pseudolabel with its test tools, link the eyes data.
+# `make setup`: create .venv, install pseudolabel with its test tools, install Debian's chromium
+# for the browser tests (when missing, and apt-get can run), link the eyes data.
 PY ?= python3.11
 VENV := .venv
 SHARED := ../shared/data/eyes
 
-.PHONY: setup test test-all data
+.PHONY: setup test test-all data browser
 
-setup: $(VENV)/.installed data
+setup: $(VENV)/.installed browser data
+
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium is there"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "installed chromium"; \
+	else echo "note: browser tests need Debian's chromium (apt-get install -y chromium)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -1,4 +1,4 @@
-"""Command line: ``pseudolabel run`` (more subcommands come with review, retrain and predict)."""
+"""Command line: ``pseudolabel run`` and ``pseudolabel review``."""
 from __future__ import annotations
 
 import argparse
@@ -65,17 +65,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("review", help="review the unclear queue on a local web page")
+    p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--status", action="store_true", help="print counts and journal/folder disagreements, then exit")
+    p.add_argument("--journal", help="decision journal (default: labels/<pipeline>/reviewed.csv)")
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from .review import ReviewState, format_status, journal_path_for
+    from .review_server import make_server
+
+    run = Path(args.run)
+    if not (run / "predictions.csv").is_file():
+        raise ValueError(f"not a run folder (no predictions.csv): {run}")
+    state = ReviewState(run, Path(args.journal) if args.journal else journal_path_for(run))
+    if state.recovered:
+        print(f"finished {state.recovered} journaled move(s) that an interrupted session left undone")
+    if args.status:
+        print(format_status(state.status()))
+        return 0
+    server = make_server(state, args.port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"reviewing {run} ({state.queue()['left']} unclear); journal: {state.journal.path}", flush=True)
+    print(f"open {url}  (Ctrl+C to stop)", flush=True)
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pseudolabel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_review(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run}[args.command](args)
+        return {"run": cmd_run, "review": cmd_review}[args.command](args)
     except ValueError as exc:  # user-facing errors: one line, no traceback
         print(f"pseudolabel: error: {exc}", file=sys.stderr)
         return 2

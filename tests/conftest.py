@@ -37,3 +37,40 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
         if p.is_file():
             out[p.relative_to(root).as_posix()] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
     return out
+
+
+def make_run(tmp_path: Path, eyes_dir: Path, n: int = 60, seed: int = 0) -> Path:
+    """A run folder over n real crops with fixed fake scores (no training): the real vote and
+    sort code place the files; predictions.csv and config.yaml look like `pseudolabel run`'s."""
+    import csv
+
+    import numpy as np
+    import yaml
+
+    from pseudolabel import sort
+    from pseudolabel.vote import vote
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sorted(os.listdir(eyes_dir / "images"))[:n]
+    for name in names:
+        shutil.copy2(eyes_dir / "images" / name, images / name)
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(n), rng.random(n)
+    v = vote(a, b, margin=0.3)
+    run = tmp_path / "run"
+    placements = sort.plan(names, v.decision, v.rank)
+    sort.materialize(placements, images, run)
+    with open(run / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "file", "yolov8-cls", "resnet50", "decision", "queue_rank", "source"])
+        for i, p in enumerate(placements):
+            w.writerow([p.image, f"{p.folder}/{p.file}", f"{a[i]:.6f}", f"{b[i]:.6f}", p.folder,
+                        v.rank[i] if p.folder == "unclear" else "", "vote"])  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "eyes-test", "classes": ["closed", "open"]}))
+    return run
+
+
+@pytest.fixture
+def fake_run(eyes: Path, tmp_path: Path) -> Path:
+    return make_run(tmp_path, eyes)

@@ -1,0 +1,231 @@
+"""The review page in real headless Chromium (Debian's /usr/bin/chromium, driven by playwright)."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pseudolabel.review import ReviewState
+from pseudolabel.review_server import make_server
+from tests.conftest import ROOT
+
+CHROMIUM = os.environ.get("PSEUDOLABEL_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+SHOTS = ROOT / "build" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def served(fake_run, tmp_path):
+    state = ReviewState(fake_run, tmp_path / "labels" / "eyes-test" / "reviewed.csv")
+    server = make_server(state, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", state
+    server.shutdown()
+    server.server_close()
+
+
+def journal(state):
+    return [(r["image"], r["label"]) for r in csv.DictReader(open(state.journal.path))]
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    page.goto(url)
+    page.wait_for_function("document.getElementById('counter').dataset.left !== undefined")
+    return page
+
+
+def left(page) -> int:
+    return int(page.get_attribute("#counter", "data-left"))
+
+
+def current(page) -> str:
+    return page.get_attribute("#big", "data-image")
+
+
+def press_and_wait(page, key, expect_left):
+    page.keyboard.press(key)
+    page.wait_for_function(f"document.getElementById('counter').dataset.left == '{expect_left}'")
+
+
+def test_keys_move_files_and_write_the_journal(browser, served):
+    url, state = served
+    page = open_page(browser, url)
+    n = left(page)
+    first = current(page)
+    assert first == state.queue()["items"][0]["image"]  # most useful first
+    assert page.inner_text("#counter") == f"{n} left of {state.total_queue}"
+    press_and_wait(page, "1", n - 1)
+    second = current(page)
+    press_and_wait(page, "c", n - 2)  # first letter of 'closed'
+    third = current(page)
+    page.keyboard.press("s")  # unsure: stays in unclear/, recorded
+    page.wait_for_function(f"document.getElementById('big').dataset.image !== '{third}'")
+    where = state.where()
+    assert (where[first], where[second], where[third]) == ("1", "0", "unclear")
+    assert journal(state) == [(first, "1"), (second, "0"), (third, "unsure")]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-single.png"))
+    page.close()
+
+
+def test_undo_reverses_the_last_decision(browser, served):
+    url, state = served
+    page = open_page(browser, url)
+    n, first = left(page), current(page)
+    press_and_wait(page, "o", n - 1)
+    press_and_wait(page, "u", n)
+    assert current(page) == first and state.where()[first] == "unclear"
+    press_and_wait(page, "0", n - 1)
+    press_and_wait(page, "Backspace", n)
+    assert journal(state) == [(first, "1"), (first, "undo"), (first, "0"), (first, "undo")]
+    page.close()
+
+
+def test_grid_bulk_labelling_and_rest_of_page(browser, served):
+    url, state = served
+    page = open_page(browser, url)
+    n = left(page)
+    page.keyboard.press("g")
+    page.wait_for_selector("#grid .cell")
+    cells = page.locator("#grid .cell")
+    on_page = min(48, n)
+    assert cells.count() == on_page
+    names = [cells.nth(i).get_attribute("data-image") for i in range(3)]
+    # click the first, then drag across the next two
+    cells.nth(0).click()
+    box1, box2 = cells.nth(1).bounding_box(), cells.nth(2).bounding_box()
+    page.mouse.move(box1["x"] + 20, box1["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box2["x"] + 20, box2["y"] + 20, steps=5)
+    page.mouse.up()
+    assert page.locator("#grid .cell.sel").count() == 3
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-grid.png"))
+    press_and_wait(page, "1", n - 3)
+    assert all(state.where()[x] == "1" for x in names)
+    press_and_wait(page, "r", n - on_page)  # the rest of the page gets the other class
+    labels = dict(journal(state))
+    assert sum(v == "1" for v in labels.values()) == 3 and sum(v == "0" for v in labels.values()) == on_page - 3
+    page.close()
+
+
+def test_reload_continues_where_it_stopped(browser, served):
+    url, state = served
+    page = open_page(browser, url)
+    n = left(page)
+    press_and_wait(page, "1", n - 1)
+    skipped = current(page)
+    page.keyboard.press("s")
+    page.wait_for_function(f"document.getElementById('big').dataset.image !== '{skipped}'")
+    expected = current(page)
+    page.reload()
+    page.wait_for_function("document.getElementById('counter').dataset.left !== undefined")
+    assert left(page) == n - 1 and current(page) == expected
+    page.close()
+
+
+def test_two_tabs_lose_nothing(browser, served):
+    url, state = served
+    a, b = open_page(browser, url), open_page(browser, url)
+    n, image = left(a), current(a)
+    assert current(b) == image
+    press_and_wait(a, "1", n - 1)
+    b.keyboard.press("0")  # tab b still shows the same image
+    b.wait_for_function("document.getElementById('msg').textContent.includes('already in 1/')")
+    assert state.where()[image] == "1"
+    assert journal(state) == [(image, "1")]
+    b.wait_for_function(f"document.getElementById('counter').dataset.left == '{n - 1}'")  # b catches up
+    assert current(b) != image
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["api/image?name=../../../../etc/passwd", "api/image?name=/etc/passwd", "api/image?name=..%2Fconfig.yaml",
+     "../../etc/passwd", "api/image?name=unclear/../predictions.csv"],
+)  # fmt: skip
+def test_path_traversal_is_refused(served, path):
+    url, _ = served
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url + path)
+    assert err.value.code == 404
+    assert b"root:" not in err.value.read()
+
+
+def test_decide_on_a_path_is_refused_and_nothing_is_written(served):
+    url, state = served
+    req = urllib.request.Request(url + "api/decide", data=json.dumps({"image": "../images/000001.jpg", "label": "1"}).encode(),
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert err.value.code == 404 and journal(state) == []
+
+
+def test_foreign_host_header_is_refused(served):
+    url, _ = served
+    req = urllib.request.Request(url + "api/queue", headers={"Host": "evil.example:80"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert err.value.code == 403
+
+
+def start_server(run, journal_path):
+    proc = subprocess.Popen([sys.executable, "-m", "pseudolabel.cli", "review", str(run), "--no-browser",
+                             "--journal", str(journal_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("open "):
+            return proc, line.split()[1]
+    raise AssertionError("review server did not print its URL")
+
+
+def test_sigkill_mid_review_loses_no_confirmed_decision(browser, fake_run, tmp_path):
+    journal_path = tmp_path / "labels" / "reviewed.csv"
+    proc, url = start_server(fake_run, journal_path)
+    assert url.startswith("http://127.0.0.1:")
+    page = open_page(browser, url)
+    n = left(page)
+    confirmed = {}
+    for i, key in enumerate(["1", "0", "1", "0", "1"]):
+        image = current(page)
+        press_and_wait(page, key, n - i - 1)  # the page shows the next image: the decision is confirmed
+        confirmed[image] = key
+    page.keyboard.press("1")  # one more in flight as the server dies
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    page.close()
+    proc2, url2 = start_server(fake_run, journal_path)
+    try:
+        st = ReviewState(fake_run, journal_path)
+        decided = st.journal.last_decisions()
+        where = st.where()
+        for image, label in confirmed.items():
+            assert decided[image]["label"] == label and where[image] == label
+        assert st.status()["problems"] == []
+        page = open_page(browser, url2)
+        assert left(page) in (n - 5, n - 6)
+        page.close()
+    finally:
+        proc2.terminate()
+        proc2.wait()
