@@ -229,3 +229,37 @@ def test_sigkill_mid_review_loses_no_confirmed_decision(browser, fake_run, tmp_p
     finally:
         proc2.terminate()
         proc2.wait()
+
+
+def test_page_picks_up_a_file_moved_by_hand(browser, served, fake_run):
+    url, state = served
+    page = open_page(browser, url)
+    n, image = left(page), current(page)
+    item = state.items[image]
+    os.rename(fake_run / "unclear" / item.file, fake_run / "0" / item.file)  # a person drags it in a file manager
+    page.keyboard.press("1")
+    page.wait_for_function("document.getElementById('msg').textContent.includes('already in 0/')")
+    page.wait_for_function(f"document.getElementById('counter').dataset.left == '{n - 1}'")
+    assert state.where()[image] == "0" and journal(state) == []
+    page.close()
+
+
+def test_status_command_prints_counts_and_disagreements(fake_run, tmp_path):
+    journal_path = tmp_path / "j.csv"
+    st = ReviewState(fake_run, journal_path)
+    image = st.queue()["items"][0]["image"]
+    st.decide(image, "1")
+    os.rename(fake_run / "1" / st.items[image].file, fake_run / "0" / st.items[image].file)
+    out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "review", str(fake_run), "--status", "--journal",
+                          str(journal_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    c = st.status()["counts"]
+    assert f"0/ {c['0']}   1/ {c['1']}   unclear/ {c['unclear']}" in out.stdout
+    assert f"disagreement: {image}: journal says 1, folder is 0/" in out.stdout
+
+
+def test_review_of_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "review", str(tmp_path), "--no-browser"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"pseudolabel: error: not a run folder (no predictions.csv): {tmp_path}"
