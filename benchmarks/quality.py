@@ -87,6 +87,90 @@ def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0
             print(f"| {ma} | {mb} | {100 * p0:.2f} % | {100 * p1:.2f} % | {100 * np.mean(d == -1):.1f} % |")
 
 
+def _dev_arrays(run_dir: Path, dev: dict[str, int], size: int, channels: int):
+    from pseudolabel.data import load_image
+
+    images = ROOT.parent / "shared" / "data" / "eyes" / "images"
+    names = sorted(n for n in dev if (images / n).exists())
+    return names, np.stack([load_image(images / n, size, channels) for n in names]), np.array([dev[n] for n in names])
+
+
+def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: bool) -> dict:
+    """Retrain the run's final model, then score it and two baselines on the dev labels."""
+    import time
+
+    from pseudolabel.config import SeedTrainConfig
+    from pseudolabel.metrics import classification_metrics as cm
+    from pseudolabel.predict import EyeStateClassifier
+    from pseudolabel.retrain import retrain
+
+    cfg = with_overrides(load_config(run_dir / "config.yaml"), seed=seed)
+    t = time.perf_counter()
+    retrain(cfg, run_dir, run_dir / "bench-journal.csv", overwrite=True, progress=not quiet)
+    out = {"retrain_seconds": time.perf_counter() - t}
+    names, x_dev, y_dev = _dev_arrays(run_dir, dev, cfg.image_size, cfg.channels)
+    clf = EyeStateClassifier.load(run_dir)
+    m = cm(y_dev, clf.predict_array(x_dev))
+    out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=json.loads((run_dir / "final" / "metrics.json").read_text())["parameters"])
+    out.update(baselines(run_dir, cfg, x_dev, y_dev, SeedTrainConfig, cm))
+    out.update(throughput(clf, run_dir))
+    return out
+
+
+def baselines(run_dir, cfg, x_dev, y_dev, SeedTrainConfig, cm) -> dict:
+    """Same 80 seed labels: the final backbone trained supervised only, and logistic regression on pixels."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from pseudolabel.data import load_image
+    from pseudolabel.fixmatch import predict_probs
+    from pseudolabel.models import build_backbone, fit_module
+
+    with open(run_dir / "split.csv") as f:
+        split = list(csv.DictReader(f))
+    images = Path(cfg.images)
+    arr = lambda rows: np.stack([load_image(images / r["image"], cfg.image_size, cfg.channels) for r in rows])  # noqa: E731
+    tr, va = [r for r in split if r["split"] == "train"], [r for r in split if r["split"] == "val"]
+    xt, yt, xv, yv = arr(tr), np.array([int(r["label"]) for r in tr]), arr(va), np.array([int(r["label"]) for r in va])
+    torch.manual_seed(cfg.seed)
+    net = build_backbone(cfg.retrain.backbone, cfg.channels, cfg.image_size, cfg.retrain.input_size, cfg.retrain.variant)
+    fit_module(net, xt, yt, xv, yv, SeedTrainConfig(epochs=60, batch_size=16, lr=2e-3, patience=60), cfg.seed, "baseline", False)
+    sup = cm(y_dev, predict_probs(net, torch.from_numpy(x_dev).float() / 255)[:, 1].numpy())
+    lr = LogisticRegression(C=0.1, max_iter=5000).fit(xt.reshape(len(xt), -1) / 255, yt)
+    lrm = cm(y_dev, lr.predict_proba(x_dev.reshape(len(x_dev), -1) / 255)[:, 1])
+    return {"supervised_acc": sup["accuracy"], "supervised_eer": sup["eer"], "logreg_acc": lrm["accuracy"], "logreg_eer": lrm["eer"]}
+
+
+def throughput(clf, run_dir: Path, n: int = 4000, batch: int = 512) -> dict:
+    """Images per second, batched on this CPU, for the TorchScript model and ONNX Runtime."""
+    import time
+
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).integers(0, 255, (n, clf.channels, clf.size, clf.size), dtype=np.uint8)
+    clf.predict_array(x[:batch])
+    t = time.perf_counter()
+    clf.predict_array(x, batch_size=batch)
+    torch_ips = n / (time.perf_counter() - t)
+    sess = ort.InferenceSession(str(run_dir / "final" / "model.onnx"), providers=["CPUExecutionProvider"])
+    xf = x.astype(np.float32) / 255
+    sess.run(None, {"images": xf[:batch]})
+    t = time.perf_counter()
+    for i in range(0, n, batch):
+        sess.run(None, {"images": xf[i : i + batch]})
+    return {"torch_img_s": torch_ips, "onnx_img_s": n / (time.perf_counter() - t)}
+
+
+def print_final(res: dict) -> None:
+    print("\n| final model (retrain) | dev accuracy | dev EER | target |\n|---|---|---|---|")
+    print(f"| pipeline: FixMatch on the merged set ({res['params'] / 1e6:.2f} M params) | {100 * res['final_acc']:.2f} % "
+          f"| {100 * res['final_eer']:.2f} % | >= 97 %, <= 3 % |")
+    print(f"| baseline: same network, 80 seed labels only | {100 * res['supervised_acc']:.2f} % | {100 * res['supervised_eer']:.2f} % | |")
+    print(f"| baseline: logistic regression on raw pixels, 80 seed labels | {100 * res['logreg_acc']:.2f} % | {100 * res['logreg_eer']:.2f} % | |")
+    print(f"\nretrain wall seconds: {res['retrain_seconds']:.0f} (target <= 900)")
+    print(f"predict throughput, batched on CPU: torch {res['torch_img_s']:.0f} images/s, ONNX Runtime {res['onnx_img_s']:.0f} images/s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="score this existing run folder instead of running")
@@ -95,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--sweep", action="store_true", help="also print precision/unclear for other margins")
+    ap.add_argument("--retrain", action="store_true", help="also retrain the final model and score it and the baselines")
     args = ap.parse_args(argv)
     dev = read_dev()
     run_dir = args.run
@@ -110,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(res)
     if args.sweep:
         sweep(run_dir, dev)
+    if args.retrain:
+        fin = final_figures(run_dir, dev, args.seed, quiet=not sys.stderr.isatty())
+        print_final(fin)
+        res["final"] = fin
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0

@@ -1,9 +1,11 @@
-"""Command line: ``pseudolabel run`` and ``pseudolabel review``."""
+"""Command line: ``pseudolabel run``, ``review``, ``retrain`` and ``predict``."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .config import Config, load_config, with_overrides
 
@@ -102,18 +104,90 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_retrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrain", help="train the final model with FixMatch on the merged set")
+    p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing RUN/final/")
+    p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
+    p.add_argument("--backbone", help="'yolov8-cls' or any timm model name")
+    p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
+    p.add_argument("--threshold", choices=["fixed", "dynamic"], help="fixed tau or FlexMatch class-wise thresholds")
+    p.add_argument("--vote-weight", type=float, dest="vote_weight", help="weight of vote-only labels")
+    p.add_argument("--unlabeled", choices=["pool", "unclear"], help="unlabeled data: the whole pool or unclear/")
+    p.add_argument("--user-threshold", type=float, dest="threshold_user", help="extra threshold to report at")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .retrain import retrain
+
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file():
+        raise ValueError(f"not a run folder (no config.yaml): {run}")
+    over = {f"retrain.{k}": getattr(args, k) for k in
+            ("backbone", "epochs", "threshold", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
+    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
+    m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
+    c, a = m["counts"], m["at_0.5"]
+    print(f"labeled {c['labeled']} (vote-only {c['vote']}, reviewed {c['reviewed']}), unlabeled {c['unlabeled']}, "
+          f"validation {c['validation']}")  # fmt: skip
+    print(f"{m['backbone']} ({m['parameters'] / 1e6:.2f} M params): validation accuracy {a['accuracy']:.3f}, "
+          f"EER {m['eer']:.3f} at {m['eer_threshold']:.2f}, ROC AUC {m['roc_auc']:.3f}; {m['seconds']:.0f} s")
+    print(f"exported {run / 'final' / 'model.ts'} and model.onnx; metrics and plots in {run / 'final'}")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="score images: prints image,score,label (score = P(open))")
+    p.add_argument("paths", nargs="+", help="image files, folders or globs")
+    p.add_argument("--model", default="runs/eyes", help="run folder, its final/ folder, or model.ts")
+    p.add_argument("--csv", help="also write the results to this CSV file")
+    p.add_argument("--show", metavar="DIR", nargs="?", const="predictions", help="save a picture per image with its score")
+    p.add_argument("--threshold", type=float, default=0.5, help="label 1 when score >= threshold (default 0.5)")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import EyeStateClassifier, collect_paths, show
+
+    clf = EyeStateClassifier.load(args.model)
+    paths, problems = collect_paths(args.paths)
+    good, arrays = [], []
+    for p in paths:
+        try:
+            arrays.append(clf.load_images([p])[0])
+            good.append(p)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{p}: cannot read image ({exc.__class__.__name__}); skipped")
+    for msg in problems:
+        print(f"warning: {msg}", file=sys.stderr)
+    if not good:
+        raise ValueError("no readable images among " + " ".join(args.paths))
+    scores = clf.predict_array(np.stack(arrays))
+    lines = ["image,score,label"] + [f"{p},{s:.6f},{int(s >= args.threshold)}" for p, s in zip(good, scores)]
+    print("\n".join(lines))
+    if args.csv:
+        Path(args.csv).write_text("\n".join(lines) + "\n")
+    if args.show:
+        show(good, scores, Path(args.show), args.threshold)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pseudolabel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_review(sub)
+    _add_retrain(sub)
+    _add_predict(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "review": cmd_review}[args.command](args)
+        commands = {"run": cmd_run, "review": cmd_review, "retrain": cmd_retrain, "predict": cmd_predict}
+        return commands[args.command](args)
     except ValueError as exc:  # user-facing errors: one line, no traceback
         print(f"pseudolabel: error: {exc}", file=sys.stderr)
         return 2

@@ -33,6 +33,31 @@ class SeedTrainConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """The final model: FixMatch on the merged set (USB/semilearn defaults, adapted to tiny crops)."""
+
+    backbone: str = "yolov8-cls"  # "yolov8-cls" or any timm model name
+    variant: str = "n"  # yolov8-cls size: n, s or m
+    input_size: int = 32  # the network sees images resized to this many pixels
+    warmup_epochs: int = 8  # supervised passes over the labeled set first (AdamW); FixMatch starts from there
+    epochs: int = 40  # FixMatch passes over the unlabeled set
+    batch_size: int = 32  # labeled images per step
+    mu: int = 4  # unlabeled images per labeled image in a step
+    tau: float = 0.95  # confidence threshold on the weak view
+    threshold: str = "fixed"  # "fixed" (tau) or "dynamic" (FlexMatch class-wise thresholds)
+    lambda_u: float = 1.0  # weight of the unlabeled loss
+    lr: float = 0.01  # SGD (momentum 0.9, Nesterov), cosine-decayed; USB's 0.03 is for a cold start and
+    # knocked the warmed-up model back (measured), so 0.01
+    weight_decay: float = 5e-4  # L2 penalty
+    ema: float = 0.999  # EMA decay; the EMA weights are evaluated and exported
+    patience: int = 15  # stop after this many epochs without a better validation loss
+    vote_weight: float = 0.5  # weight of images labeled only by the vote (human labels weigh 1)
+    unlabeled: str = "pool"  # "pool": every image is also unlabeled data; "unclear": only unclear/
+    review_val_share: float = 0.5  # share of reviewed images held out for validation
+    threshold_user: float = 0.5  # an extra decision threshold to report figures at
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one pipeline needs. Paths are relative to the working directory."""
 
@@ -53,12 +78,13 @@ class Config:
     pretrained: str | None = None  # local weights file for resnet50 (no model hub); None = from scratch
     resnet50: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # resnet50 training settings
     yolo: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # yolov8-cls training settings
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)  # the final model (pseudolabel retrain)
 
     def __post_init__(self) -> None:
         _validate(self)
 
 
-_NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig}
+_NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig}
 
 
 def _validate(cfg: Config) -> None:
@@ -79,6 +105,13 @@ def _validate(cfg: Config) -> None:
         raise ValueError(f"limit must be positive, got {cfg.limit!r}")
     if len(cfg.models) != 2:
         raise ValueError(f"models must name exactly two seed models, got {list(cfg.models)!r}")
+    r = cfg.retrain
+    if r.threshold not in ("fixed", "dynamic"):
+        raise ValueError(f"retrain threshold must be 'fixed' or 'dynamic', got {r.threshold!r}")
+    if r.unlabeled not in ("pool", "unclear"):
+        raise ValueError(f"retrain unlabeled must be 'pool' or 'unclear', got {r.unlabeled!r}")
+    if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):
+        raise ValueError(f"retrain: vote_weight, review_val_share and tau must lie in [0, 1], got {r!r}")
     for sub in (cfg.resnet50, cfg.yolo):
         if sub.variant not in ("n", "s", "m"):
             raise ValueError(f"yolo variant must be n, s or m, got {sub.variant!r}")

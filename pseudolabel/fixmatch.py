@@ -18,20 +18,40 @@ import torch.nn.functional as F
 from .augment import strong_augment, to_float, weak_augment
 
 
-def confidence_mask(probs: torch.Tensor, tau: float) -> torch.Tensor:
-    """(N, K) probabilities -> (N,) bool, True where the top probability is >= tau."""
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be in [0, 1], got {tau!r}")
-    return probs.max(dim=1).values >= tau
+def confidence_mask(probs: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
+    """(N, K) probabilities -> (N,) bool, True where the top probability is >= tau.
+
+    tau: one threshold, or a (K,) tensor of class-wise thresholds (applied to the top class).
+    """
+    t = torch.as_tensor(tau, dtype=probs.dtype)
+    if t.numel() not in (1, probs.shape[1]) or bool((t < 0).any() or (t > 1).any()):
+        raise ValueError(f"tau must be in [0, 1], one value or one per class, got {tau!r}")
+    conf, pred = probs.max(dim=1)
+    return conf >= (t[pred] if t.numel() > 1 else t)
 
 
-def pseudo_label(probs: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+def pseudo_label(probs: torch.Tensor, tau: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K) probabilities of the weak view -> ((N,) hard labels, (N,) float mask of confident rows)."""
     return probs.argmax(dim=1), confidence_mask(probs, tau).float()
 
 
+def flexmatch_thresholds(selected: torch.Tensor, num_classes: int, tau: float) -> torch.Tensor:
+    """FlexMatch's class-wise thresholds (Zhang et al. 2021) with threshold warm-up.
+
+    selected: (U,) long, the class each unlabeled image was last confidently (> tau) predicted
+    as, or -1 if never. A class that is learned less gets a lower threshold:
+    beta_c = sigma_c / max(max_k sigma_k, #never), tau_c = tau * beta_c / (2 - beta_c).
+    Returns (K,) thresholds.
+    """
+    counts = torch.bincount(selected[selected >= 0], minlength=num_classes).float()
+    denom = torch.maximum(counts.max(), (selected < 0).sum().float()).clamp_min(1.0)
+    beta = counts / denom
+    return tau * beta / (2 - beta)
+
+
 def fixmatch_loss(logits_lb: torch.Tensor, y_lb: torch.Tensor, logits_s: torch.Tensor, probs_w: torch.Tensor,
-                  tau: float, lambda_u: float = 1.0, w_lb: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                  tau: float | torch.Tensor, lambda_u: float = 1.0, w_lb: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, dict]:
     """Supervised cross-entropy on (B, K) labeled logits plus lambda_u times the masked
     cross-entropy of the (uB, K) strong-view logits against the weak view's pseudo-labels.
 
@@ -74,6 +94,7 @@ class FixMatchConfig:
     weight_decay: float = 5e-4  # L2 penalty
     ema: float = 0.99  # EMA decay of the weights that are evaluated and kept
     patience: int = 6  # stop after this many epochs without a better validation loss
+    threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
 
 
 @dataclass
@@ -116,7 +137,7 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
 
     x_lb: (B, C, H, W) uint8 labeled, y_lb: (B,) int; x_ulb: (U, C, H, W) uint8 unlabeled;
     x_val/y_val: validation split; w_lb: optional (B,) labeled weights;
-    on_epoch: optional callback(epoch, ema_module) after each epoch.
+    on_epoch: optional callback(history_row, ema_module) after each epoch.
     """
     from tqdm import tqdm
 
@@ -130,6 +151,9 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
     steps = max(1, math.ceil(len(xu) / ub))
     opt = torch.optim.SGD(module.parameters(), lr=fc.lr, momentum=0.9, nesterov=True, weight_decay=fc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: math.cos(7 * math.pi * s / (16 * fc.epochs * steps)))
+    if fc.threshold not in ("fixed", "flexmatch"):
+        raise ValueError(f"threshold must be 'fixed' or 'flexmatch', got {fc.threshold!r}")
+    selected = torch.full((len(xu),), -1, dtype=torch.long)  # FlexMatch's learning status per unlabeled image
     ema, res, best, start = EMA(module, fc.ema), FitResult(), None, time.perf_counter()
     bar = tqdm(total=fc.epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
     for epoch in range(fc.epochs):
@@ -141,9 +165,14 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
             module.train()
             with torch.no_grad():  # train mode: batch statistics, as in the step itself
                 probs_w = logits_of(module(weak_augment(xu[ui], g))).softmax(1)
+            tau = fc.tau
+            if fc.threshold == "flexmatch":
+                conf, pred = probs_w.max(1)
+                selected[ui[conf > fc.tau]] = pred[conf > fc.tau]
+                tau = flexmatch_thresholds(selected, probs_w.shape[1], fc.tau)
             xb = torch.cat([weak_augment(xl[li], g), strong_augment(xu[ui], g=g)])
             logits = logits_of(module(xb))
-            loss, st = fixmatch_loss(logits[: len(li)], yl[li], logits[len(li) :], probs_w, fc.tau, fc.lambda_u,
+            loss, st = fixmatch_loss(logits[: len(li)], yl[li], logits[len(li) :], probs_w, tau, fc.lambda_u,
                                      None if wl is None else wl[li])  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -154,11 +183,11 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
             stats["mask"] += st["mask"] / steps
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", mask=f"{st['mask']:.2f}")
-        if on_epoch is not None:
-            on_epoch(epoch, ema.module)
         vl, va = evaluate(ema.module, xv, yv)
         res.history.append({"epoch": epoch, "train_loss": stats["loss"], "mask_rate": stats["mask"], "val_loss": vl,
-                            "val_acc": va})  # fmt: skip
+                            "val_acc": va, "lr": sched.get_last_lr()[0]})  # fmt: skip
+        if on_epoch is not None:
+            on_epoch(res.history[-1], ema.module)
         if vl < res.best_val_loss - 1e-4:
             res.best_val_loss, res.best_epoch, best = vl, epoch, copy.deepcopy(ema.module.state_dict())
         elif epoch - res.best_epoch >= fc.patience:

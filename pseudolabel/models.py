@@ -159,6 +159,20 @@ def build_resnet50(
     return _Resize(net, max(input_size, image_size))
 
 
+def build_backbone(name: str, channels: int, image_size: int, input_size: int = 32, variant: str = "n") -> nn.Module:
+    """Any timm model name, or "yolov8-cls", with ``channels`` inputs and 2 outputs, fed images
+    resized to ``input_size`` (timm) or ultralytics' rounded size (yolo)."""
+    if name == "yolov8-cls":
+        from .yolo import build_yolo_cls
+
+        return build_yolo_cls(variant, channels, image_size)
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown backbone {name!r}: use 'yolov8-cls' or a timm model name")
+    return _Resize(timm.create_model(name, num_classes=2, in_chans=channels), max(input_size, image_size))
+
+
 class TorchSeed:
     """A seed model: supervised training on the seeds, then (if ``fixmatch_epochs`` > 0 and
     unlabeled images are given) FixMatch on the pool, starting from the supervised weights."""

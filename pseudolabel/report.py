@@ -116,3 +116,39 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
     path = run_dir / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path
+
+
+def final_plots(y: np.ndarray, score: np.ndarray, history: list[dict], out: Path) -> None:
+    """roc.png, hist.png (scores per true class) and curves.png (losses and mask rate) for the final model."""
+    from .metrics import eer, roc_curve
+
+    plt = _plt()
+    fpr, tpr, _ = roc_curve(y, score)
+    e, thr = eer(y, score)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.plot(fpr, tpr, lw=1.5)
+    ax.plot([0, 1], [0, 1], ls=":", c="gray")
+    ax.plot([e], [1 - e], "o", label=f"EER {100 * e:.1f} % at {thr:.2f}")
+    ax.set(xlabel="false open rate", ylabel="true open rate", title="ROC on the validation images")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "roc.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    for c, name in ((0, "closed"), (1, "open")):
+        ax.hist(score[y == c], bins=np.linspace(0, 1, 26), alpha=0.6, label=f"true {name} ({int((y == c).sum())})")
+    ax.set(xlabel="P(open)", ylabel="images", title="Scores per true class")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "hist.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h["train_loss"] for h in history], label="train loss")
+    ax.plot(ep, [h["val_loss"] for h in history], label="validation loss")
+    ax.plot(ep, [h["mask_rate"] for h in history], ls="--", label="mask rate (unlabeled above τ)")
+    ax.set(xlabel="epoch", title="FixMatch training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png")
+    plt.close(fig)

@@ -52,3 +52,25 @@ def test_ema_moves_towards_the_weights():
         m.weight.add_(1.0)
     ema.update(m)
     assert torch.allclose(ema.module.weight, before + 0.5)
+
+
+def test_class_wise_thresholds_in_the_mask():
+    # class 0 rows need 0.97, class 1 rows need 0.9
+    assert confidence_mask(P, torch.tensor([0.97, 0.9])).tolist() == [True, False, True, False, True]
+    assert confidence_mask(P, torch.tensor([0.98, 0.96])).tolist() == [False, False, True, False, False]
+
+
+@pytest.mark.parametrize(
+    "selected,expected",
+    [
+        ([-1, -1, -1, -1], [0.0, 0.0]),  # warm-up: nothing learned yet, thresholds start low
+        ([0, 0, 1, 1], [0.95, 0.95]),  # balanced and all learned: plain tau
+        ([0, 0, 0, 1], [0.95, 0.95 * (1 / 3) / (2 - 1 / 3)]),  # class 1 lags: lower threshold
+        ([0, -1, -1, -1], [0.95 * (1 / 3) / (2 - 1 / 3), 0.0]),  # most unused: warm-up denominator
+    ],
+)
+def test_flexmatch_thresholds(selected, expected):
+    from pseudolabel.fixmatch import flexmatch_thresholds
+
+    got = flexmatch_thresholds(torch.tensor(selected), 2, 0.95)
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6)

@@ -1,0 +1,193 @@
+"""``pseudolabel retrain``: the final model, FixMatch on the merged set.
+
+Labeled: every image now in ``0/`` or ``1/`` (the folders are the truth): seed labels,
+images a person reviewed (on the page or by hand) and images only the vote decided,
+which get ``vote_weight``. Unlabeled: by default the whole pool, so consistency is
+learned everywhere; ``unlabeled: unclear`` uses ``unclear/`` only. Validation: the seed
+validation split plus a share of the reviewed images, none of which is trained on.
+
+Writes ``RUN/final/``: model.ts, model.onnx, preprocess.json, metrics.json, roc.png,
+hist.png, curves.png, log.csv, TensorBoard events and the resolved config.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import report
+from .config import Config, RetrainConfig, SeedTrainConfig, dump_config
+from .data import Problems, load_image
+from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
+from .metrics import classification_metrics
+from .models import build_backbone, fit_module
+from .review import ReviewState, journal_path_for
+
+
+@dataclass
+class MergedSet:
+    """Arrays for training. x_*: (N, C, H, W) uint8; y_*: (N,) int; w_lb: (N,) float."""
+
+    x_lb: np.ndarray
+    y_lb: np.ndarray
+    w_lb: np.ndarray
+    x_ulb: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    counts: dict
+
+
+def _held_out(image: str, share: float) -> bool:
+    """Deterministic split of reviewed images: the same image always falls on the same side."""
+    return int(hashlib.sha1(image.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
+def label_sources(run_dir: Path, journal: Path) -> tuple[dict[str, tuple[str, str]], ReviewState]:
+    """{image: (folder now, kind)} with kind in seed-train, seed-val, reviewed, vote, unclear."""
+    state = ReviewState(run_dir, journal)
+    with open(run_dir / "predictions.csv", newline="") as f:
+        run_rows = {r["image"]: r for r in csv.DictReader(f)}
+    decided = state.journal.last_decisions()
+    out = {}
+    for image, folder in state.where().items():
+        row = run_rows[image]
+        if folder == "unclear":
+            kind = "unclear"
+        elif row["source"].startswith("seed"):
+            kind = row["source"]
+        elif image in decided or folder != row["decision"]:
+            kind = "reviewed"  # decided on the page, or moved by hand
+        else:
+            kind = "vote"
+        out[image] = (folder, kind)
+    return out, state
+
+
+def gather(cfg: Config, run_dir: Path, journal: Path, problems: Problems) -> MergedSet:
+    """Read the run's folders and journal into training, unlabeled and validation arrays."""
+    rc = cfg.retrain
+    sources, state = label_sources(run_dir, journal)
+    lb, ulb, val = [], [], []
+    for image, (folder, kind) in sorted(sources.items()):
+        path = run_dir / folder / state.items[image].file
+        try:
+            x = load_image(path, cfg.image_size, cfg.channels)
+        except (OSError, ValueError) as exc:
+            problems.add(f"{path}: cannot read image ({exc}); skipped")
+            continue
+        if rc.unlabeled == "pool" or folder == "unclear":
+            ulb.append(x)
+        if folder == "unclear":
+            continue
+        y = int(folder)
+        if kind == "seed-val" or (kind == "reviewed" and _held_out(image, rc.review_val_share)):
+            val.append((x, y))
+        else:
+            lb.append((x, y, rc.vote_weight if kind == "vote" else 1.0))
+    if len({y for _, y, _ in lb}) < 2:
+        raise ValueError(f"{run_dir}: need labeled images of both classes in 0/ and 1/")
+    if not val:
+        raise ValueError(f"{run_dir}: no validation images (split.csv seed-val or reviewed images)")
+    kinds = [k for _, k in sources.values()]
+    counts = {k: kinds.count(k) for k in ("seed-train", "seed-val", "reviewed", "vote", "unclear")}
+    counts.update(labeled=len(lb), unlabeled=len(ulb), validation=len(val))
+    return MergedSet(
+        x_lb=np.stack([x for x, _, _ in lb]), y_lb=np.array([y for _, y, _ in lb]),
+        w_lb=np.array([w for _, _, w in lb], dtype=np.float32), x_ulb=np.stack(ulb),
+        x_val=np.stack([x for x, _ in val]), y_val=np.array([y for _, y in val]), counts=counts,
+    )  # fmt: skip
+
+
+class RunLog:
+    """Per-epoch CSV log and TensorBoard events, written as training goes."""
+
+    def __init__(self, out: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.csv_path = out / "log.csv"
+        self.tb = SummaryWriter(str(out / "tensorboard"))
+        self.header = False
+
+    def __call__(self, row: dict, _module) -> None:
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.DictWriter(f, list(row))
+            if not self.header:
+                w.writeheader()
+                self.header = True
+            w.writerow(row)
+        for k, v in row.items():
+            if k != "epoch":
+                self.tb.add_scalar(k, v, row["epoch"])
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
+    return FixMatchConfig(epochs=rc.epochs, batch_size=rc.batch_size, mu=rc.mu, tau=rc.tau, lambda_u=rc.lambda_u,
+                          lr=rc.lr, weight_decay=rc.weight_decay, ema=rc.ema, patience=rc.patience,
+                          threshold="flexmatch" if rc.threshold == "dynamic" else "fixed")  # fmt: skip
+
+
+def evaluate_final(y: np.ndarray, score: np.ndarray, user_threshold: float) -> dict:
+    """Figures at 0.5, at the EER threshold and at the user's threshold, with confusion matrices."""
+    base = classification_metrics(y, score, 0.5)
+    out = {"n": base["n"], "eer": base["eer"], "eer_threshold": base["eer_threshold"], "roc_auc": base["roc_auc"]}
+    for name, t in (("at_0.5", 0.5), ("at_eer_threshold", base["eer_threshold"]), ("at_user_threshold", user_threshold)):
+        m = classification_metrics(y, score, t)
+        pred = (score >= t).astype(int)
+        cm = [[int(((y == a) & (pred == b)).sum()) for b in (0, 1)] for a in (0, 1)]
+        out[name] = {k: m[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")} | {"confusion": cm}
+    return out
+
+
+def retrain(cfg: Config, run_dir: Path, journal: Path | None = None, overwrite: bool = False,
+            progress: bool = True) -> dict:
+    """Train, evaluate and export the final model into ``run_dir/final``. Returns metrics.json's content."""
+    from .predict import export_model
+
+    run_dir, t0 = Path(run_dir), time.perf_counter()
+    out = run_dir / "final"
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} already exists; use --overwrite to replace it")
+    problems = Problems()
+    data = gather(cfg, run_dir, Path(journal) if journal else journal_path_for(run_dir), problems)
+    partial = run_dir / ".final.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        rc = cfg.retrain
+        torch.manual_seed(cfg.seed)
+        module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
+        log = RunLog(partial)
+        warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
+        if rc.warmup_epochs:
+            fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, cfg.seed, "warm-up", progress)
+        fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc),
+                           cfg.seed, f"retrain {rc.backbone}", progress, w_lb=data.w_lb, on_epoch=log)  # fmt: skip
+        log.close()
+        score = predict_probs(module, torch.from_numpy(data.x_val).float() / 255)[:, 1].numpy()
+        metrics = evaluate_final(data.y_val, score, rc.threshold_user)
+        metrics.update(backbone=rc.backbone, parameters=sum(p.numel() for p in module.parameters()),
+                       train_seconds=round(fit.seconds, 1), best_epoch=fit.best_epoch, counts=data.counts,
+                       problems=problems.lines)  # fmt: skip
+        export_model(module, cfg, partial)
+        report.final_plots(data.y_val, score, fit.history, partial)
+        dump_config(cfg, partial / "config.yaml")
+        metrics["seconds"] = round(time.perf_counter() - t0, 1)
+        (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return metrics

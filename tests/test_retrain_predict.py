@@ -1,0 +1,171 @@
+"""retrain on a real 300-crop run (seed labels in the folders), export, predict CLI and API."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pseudolabel import sort
+from pseudolabel.config import load_config, with_overrides
+from pseudolabel.data import Problems, clean_seed_labels, list_images, read_seed_labels, split_seeds
+from pseudolabel.metrics import roc_auc
+from pseudolabel.models import build_backbone
+from tests.conftest import ROOT, tree_digest
+
+FAST = {"retrain.epochs": 12, "retrain.ema": 0.9, "retrain.mu": 2, "retrain.patience": 12}
+
+
+def make_seed_run(tmp, eyes, n=300):
+    """Run folder over n real crops: seed-labeled images in 0/ and 1/, the rest in unclear/."""
+    import shutil
+
+    images = tmp / "images"
+    images.mkdir()
+    names = sorted(list_images(eyes / "images")[0])[:n]
+    for name in names:
+        shutil.copy2(eyes / "images" / name, images / name)
+    pr = Problems(quiet=True)
+    classes = ("closed", "open")
+    labels = clean_seed_labels(read_seed_labels(eyes / "targets.json", classes, pr), names, classes, pr, "t")
+    train, val = split_seeds(labels, 80, 0)
+    decision = np.array([labels.get(x, -1) for x in names])
+    rank = np.where(decision < 0, np.cumsum(decision < 0), 0)
+    run = tmp / "run"
+    placements = sort.plan(names, decision, rank)
+    sort.materialize(placements, images, run)
+    source = {x: "seed-train" for x in train} | {x: "seed-val" for x in val}
+    with open(run / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "file", "yolov8-cls", "resnet50", "decision", "queue_rank", "source"])
+        for p, r in zip(placements, rank):
+            w.writerow([p.image, f"{p.folder}/{p.file}", 0.5, 0.5, p.folder, r or "", source.get(p.image, "vote")])
+    cfg = with_overrides(load_config(ROOT / "pipelines" / "eyes.yaml"), images=str(images), **FAST)
+    from pseudolabel.config import dump_config
+
+    dump_config(cfg, run / "config.yaml")
+    return run, images, val, labels
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, eyes):
+    from pseudolabel.retrain import retrain
+
+    tmp = tmp_path_factory.mktemp("retrain")
+    run, images, val, labels = make_seed_run(tmp, eyes)
+    before = tree_digest(images)
+    metrics = retrain(load_config(run / "config.yaml"), run, tmp / "journal.csv", progress=False)
+    return run, images, val, labels, metrics, before
+
+
+def test_retrain_writes_everything(trained):
+    run, *_ = trained
+    final = run / "final"
+    for name in ("model.ts", "model.onnx", "preprocess.json", "metrics.json", "roc.png", "hist.png", "curves.png",
+                 "log.csv", "config.yaml"):  # fmt: skip
+        assert (final / name).is_file(), name
+    assert list((final / "tensorboard").glob("events.out.tfevents.*"))
+    log = list(csv.DictReader(open(final / "log.csv")))
+    assert len(log) >= 1 and {"train_loss", "mask_rate", "val_loss", "val_acc"} <= set(log[0])
+    m = json.loads((final / "metrics.json").read_text())
+    for key in ("at_0.5", "at_eer_threshold", "at_user_threshold"):
+        assert {"accuracy", "precision", "recall", "f1", "confusion", "threshold"} <= set(m[key])
+        assert sum(map(sum, m[key]["confusion"])) == m["n"]
+    assert {"eer", "eer_threshold", "roc_auc", "parameters", "counts"} <= set(m)
+    assert m["counts"]["validation"] == 17 and m["counts"]["labeled"] == 80
+
+
+def test_originals_untouched_by_retrain(trained):
+    _, images, *_, before = trained
+    assert tree_digest(images) == before
+
+
+def test_a_few_retrain_steps_beat_the_untrained_model(trained):
+    from pseudolabel import EyeStateClassifier
+
+    run, images, val, labels, *_ = trained
+    y = np.array([labels[v] for v in val])
+    clf = EyeStateClassifier.load(run)
+    trained_auc = roc_auc(y, clf.predict_many([images / v for v in val]))
+    torch.manual_seed(0)
+    untrained = build_backbone("yolov8-cls", 1, 24).eval()
+    x = torch.from_numpy(clf.load_images([images / v for v in val])).float() / 255
+    with torch.no_grad():
+        untrained_auc = roc_auc(y, untrained(x).softmax(1)[:, 1].numpy())
+    assert trained_auc >= 0.75 and trained_auc > untrained_auc + 0.1, (trained_auc, untrained_auc)
+
+
+def test_onnx_runtime_matches_torch(trained, eyes):
+    import onnxruntime as ort
+
+    from pseudolabel import EyeStateClassifier
+
+    run, images, *_ = trained
+    clf = EyeStateClassifier.load(run)
+    x = clf.load_images(sorted(images.iterdir())[:64])
+    sess = ort.InferenceSession(str(run / "final" / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_probs = sess.run(None, {"images": x.astype(np.float32) / 255})[0]
+    np.testing.assert_allclose(onnx_probs[:, 1], clf.predict_array(x), atol=1e-4)
+    np.testing.assert_allclose(onnx_probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_api_contract(trained):
+    from pseudolabel import EyeStateClassifier
+
+    run, images, *_ = trained
+    path = str(sorted(images.iterdir())[0].resolve())
+    for where in (run, run / "final", run / "final" / "model.ts"):
+        score = EyeStateClassifier.load(where).predict(path)
+        assert isinstance(score, float) and 0.0 <= score <= 1.0
+    clf = EyeStateClassifier.load(run)
+    assert clf.predict(path) == pytest.approx(float(clf.predict_many([path])[0]), abs=1e-6)
+    with pytest.raises(ValueError, match="no exported model"):
+        EyeStateClassifier.load(images)
+
+
+def test_predict_cli_output(trained, tmp_path):
+    run, images, *_ = trained
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = sorted(images.iterdir())
+    args = [str(files[0]), str(images / "00001*.jpg"), str(tmp_path / "notes.txt"), "--model", str(run),
+            "--csv", str(tmp_path / "out.csv"), "--show", str(tmp_path / "shots"), "--threshold", "0.6"]  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "predict", *args], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "image,score,label"
+    rows = [line.split(",") for line in lines[1:]]
+    expected = [files[0]] + sorted(p for p in files if p.name.startswith("00001"))
+    assert [r[0] for r in rows] == [str(p) for p in expected]
+    for _, score, label in rows:
+        assert 0.0 <= float(score) <= 1.0 and label == str(int(float(score) >= 0.6))
+    assert (tmp_path / "out.csv").read_text() == out.stdout
+    assert len(list((tmp_path / "shots").glob("*.score.png"))) == len(set(expected))
+    assert "notes.txt: not an image file" in out.stderr
+
+
+def test_predict_on_a_folder_and_without_a_model(trained, tmp_path):
+    run, images, *_ = trained
+    out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "predict", str(images), "--model", str(run)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and len(out.stdout.strip().splitlines()) == 301
+    out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "predict", str(images), "--model", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.startswith("pseudolabel: error: no exported model at")
+
+
+def test_retrain_refuses_existing_final_without_overwrite(trained):
+    from pseudolabel.retrain import retrain
+
+    run, *_ = trained
+    with pytest.raises(ValueError, match="already exists.*--overwrite"):
+        retrain(load_config(run / "config.yaml"), run, progress=False)
+
+
+def test_config_has_retrain_section():
+    cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
+    assert load_config(ROOT / "pipelines" / "eyes.yaml").retrain.backbone == (cfg.get("retrain") or {}).get(
+        "backbone", "yolov8-cls")
