@@ -165,7 +165,7 @@ def build_backbone(name: str, channels: int, image_size: int, input_size: int = 
     if name == "yolov8-cls":
         from .yolo import build_yolo_cls
 
-        return build_yolo_cls(variant, channels, image_size)
+        return build_yolo_cls(variant, channels, max(image_size, input_size))
     import timm
 
     if not timm.is_model(name):
