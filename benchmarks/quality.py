@@ -92,14 +92,13 @@ def _dev_arrays(run_dir: Path, dev: dict[str, int], size: int, channels: int):
 
     images = ROOT.parent / "shared" / "data" / "eyes" / "images"
     names = sorted(n for n in dev if (images / n).exists())
-    return names, np.stack([load_image(images / n, size, channels) for n in names]), np.array([dev[n] for n in names])
+    return np.stack([load_image(images / n, size, channels) for n in names]), np.array([dev[n] for n in names])
 
 
 def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: bool) -> dict:
     """Retrain the run's final model, then score it and two baselines on the dev labels."""
     import time
 
-    from pseudolabel.config import SeedTrainConfig
     from pseudolabel.metrics import classification_metrics as cm
     from pseudolabel.predict import EyeStateClassifier
     from pseudolabel.retrain import retrain
@@ -108,19 +107,22 @@ def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: b
     t = time.perf_counter()
     retrain(cfg, run_dir, run_dir / "bench-journal.csv", overwrite=True, progress=not quiet)
     out = {"retrain_seconds": time.perf_counter() - t}
-    names, x_dev, y_dev = _dev_arrays(run_dir, dev, cfg.image_size, cfg.channels)
+    x_dev, y_dev = _dev_arrays(run_dir, dev, cfg.image_size, cfg.channels)
     clf = EyeStateClassifier.load(run_dir)
     m = cm(y_dev, clf.predict_array(x_dev))
     out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=json.loads((run_dir / "final" / "metrics.json").read_text())["parameters"])
-    out.update(baselines(run_dir, cfg, x_dev, y_dev, SeedTrainConfig, cm))
+    out.update(baselines(run_dir, cfg, x_dev, y_dev))
     out.update(throughput(clf, run_dir))
     return out
 
 
-def baselines(run_dir, cfg, x_dev, y_dev, SeedTrainConfig, cm) -> dict:
+def baselines(run_dir: Path, cfg, x_dev: np.ndarray, y_dev: np.ndarray) -> dict:
     """Same 80 seed labels: the final backbone trained supervised only, and logistic regression on pixels."""
     import torch
     from sklearn.linear_model import LogisticRegression
+
+    from pseudolabel.config import SeedTrainConfig
+    from pseudolabel.metrics import classification_metrics as cm
 
     from pseudolabel.data import load_image
     from pseudolabel.fixmatch import predict_probs

@@ -44,9 +44,13 @@ class Pool:
     names: list[str]
     images: np.ndarray
     skipped_non_images: int = 0
+    _index: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def index(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.names)}
+        """{name: row in images}, built once."""
+        if self._index is None:
+            self._index = {n: i for i, n in enumerate(self.names)}
+        return self._index
 
 
 def list_images(root: Path) -> tuple[list[str], int]:

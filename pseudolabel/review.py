@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-FOLDERS = ("0", "1", "unclear")
+from .sort import FOLDERS
+
 JOURNAL_FIELDS = ["time", "image", "label", "file", "from"]
 LABELS = ("0", "1", "unsure")
 
