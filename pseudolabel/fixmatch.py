@@ -67,10 +67,11 @@ def fixmatch_loss(logits_lb: torch.Tensor, y_lb: torch.Tensor, logits_s: torch.T
 
 
 class EMA:
-    """Exponential moving average of a module's weights (buffers are copied)."""
+    """Exponential moving average of a module's weights. Buffers (batch-norm statistics) are
+    copied from the live module, or averaged too when ``average_buffers`` (timm's ModelEmaV2)."""
 
-    def __init__(self, module: nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, module: nn.Module, decay: float, average_buffers: bool = False):
+        self.decay, self.average_buffers = decay, average_buffers
         self.module = copy.deepcopy(module).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -80,7 +81,10 @@ class EMA:
         for e, p in zip(self.module.parameters(), module.parameters()):
             e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
         for e, b in zip(self.module.buffers(), module.buffers()):
-            e.copy_(b)
+            if self.average_buffers and e.is_floating_point():
+                e.mul_(self.decay).add_(b, alpha=1 - self.decay)
+            else:
+                e.copy_(b)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class FixMatchConfig:
     lr: float = 0.03  # SGD learning rate, cosine-decayed to 0
     weight_decay: float = 5e-4  # L2 penalty
     ema: float = 0.99  # EMA decay of the weights that are evaluated and kept
+    ema_buffers: str = "copy"  # batch-norm statistics of the EMA model: "copy" the live ones or "average" them
     patience: int = 6  # stop after this many epochs without a better validation loss
     threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
 
@@ -154,7 +159,7 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
     if fc.threshold not in ("fixed", "flexmatch"):
         raise ValueError(f"threshold must be 'fixed' or 'flexmatch', got {fc.threshold!r}")
     selected = torch.full((len(xu),), -1, dtype=torch.long)  # FlexMatch's learning status per unlabeled image
-    ema, res, best, start = EMA(module, fc.ema), FitResult(), None, time.perf_counter()
+    ema, res, best, start = EMA(module, fc.ema, fc.ema_buffers == "average"), FitResult(), None, time.perf_counter()
     bar = tqdm(total=fc.epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
     for epoch in range(fc.epochs):
         perm = torch.randperm(len(xu), generator=g)

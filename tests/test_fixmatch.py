@@ -54,6 +54,18 @@ def test_ema_moves_towards_the_weights():
     assert torch.allclose(ema.module.weight, before + 0.5)
 
 
+@pytest.mark.parametrize("average, expected_mean", [(True, 1.0), (False, 4.0)])  # 0.75 * 0 + 0.25 * 4, or copied
+def test_ema_batch_norm_statistics(average, expected_mean):
+    m = torch.nn.BatchNorm1d(3)
+    ema = EMA(m, decay=0.75, average_buffers=average)
+    with torch.no_grad():
+        m.running_mean.fill_(4.0)
+        m.num_batches_tracked.fill_(7)
+    ema.update(m)
+    assert torch.allclose(ema.module.running_mean, torch.full((3,), expected_mean))
+    assert int(ema.module.num_batches_tracked) == 7  # integer buffers are always copied
+
+
 def test_class_wise_thresholds_in_the_mask():
     # class 0 rows need 0.97, class 1 rows need 0.9
     assert confidence_mask(P, torch.tensor([0.97, 0.9])).tolist() == [True, False, True, False, True]
