@@ -7,6 +7,7 @@ run goes on wherever that is safe.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -77,9 +78,9 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
         im.draft("L" if channels == 1 else "RGB", (size, size))  # cheap JPEG downscale for huge files
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float64)
-            hi = max(arr.max(), 1.0)
-            im = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
+            arr = np.asarray(im, dtype=np.float64)  # 16-bit: the full range maps to 0..255, as 8-bit would
+            scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
+            im = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8))
         im = im.convert("L" if channels == 1 else "RGB")
         if im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
@@ -97,11 +98,16 @@ def load_pool(root: str | Path, size: int, channels: int, problems: Problems, pr
     names, others = list_images(root)
     if others:
         problems.add(f"{root}: skipped {others} non-image file(s)")
-    kept, arrays = [], []
+    kept, arrays, digests = [], [], {}
     for name in tqdm(names, desc="loading images", unit="img", disable=not progress, leave=False):
         try:
+            digest = hashlib.sha1((root / name).read_bytes()).hexdigest()
+            if digest in digests:
+                problems.add(f"{root / name}: same bytes as {digests[digest]}; scored once, as {digests[digest]}")
+                continue
             arrays.append(load_image(root / name, size, channels))
             kept.append(name)
+            digests[digest] = name
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             problems.add(f"{root / name}: cannot read image ({exc.__class__.__name__}: {exc}); skipped")
     if not kept:
@@ -144,7 +150,7 @@ def _read_json(path: Path, classes: tuple[str, ...], problems: Problems) -> list
 
 def _read_csv(path: Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
     try:
-        rows = list(csv.reader(path.read_text().splitlines()))
+        rows = list(csv.reader(path.read_text().splitlines(), strict=True))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"{path}: malformed CSV ({exc})") from None
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["image", "label"]:
