@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -194,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pseudolabel: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        print(f"pseudolabel: error: cannot write {exc.filename or 'the output'}: {exc.strerror}; "
+              "nothing of yours was changed", file=sys.stderr)  # fmt: skip
+        return 2
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
 if __name__ == "__main__":

@@ -5,8 +5,12 @@ renamed into place only when complete, so a half-written run never looks done.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -122,6 +126,13 @@ def check_output(out: Path, overwrite: bool) -> None:
     """Refuse an existing run folder unless ``overwrite`` (before any work is done)."""
     if out.exists() and not overwrite:
         raise ValueError(f"run folder {out} already exists; use --overwrite to replace it")
+    if out.exists():
+        from .review import review_work
+
+        page, hand = review_work(out)
+        if page or hand:
+            raise ValueError(f"run folder {out} holds review work ({page} image(s) decided on the review page, {hand} "
+                             "moved by hand) that a new run would undo; refusing. Retrain from it, or use another --out")
 
 
 def prepare_output(out: Path) -> Path:
@@ -131,6 +142,17 @@ def prepare_output(out: Path) -> Path:
         shutil.rmtree(partial)  # left over from an interrupted run of ours
     partial.mkdir(parents=True)
     return partial
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.json``, written last: sha256 of every top-level file and the image count of each
+    class folder. A folder without it was never finished."""
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    counts = {f: len(os.listdir(folder / f)) for f in sort.FOLDERS if (folder / f).is_dir()}
+    manifest = {"complete": True, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files, "folders": counts}
+    tmp = folder / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, folder / "manifest.json")
 
 
 def publish(partial: Path, out: Path) -> None:
@@ -145,8 +167,34 @@ def publish(partial: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold ``.<name>.lock`` next to ``out`` for the whole run; a second run on ``out`` is refused.
+
+    The lock is the kernel's (flock), so it is released even when the holder is killed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise ValueError(f"another pseudolabel run (pid {holder}) is writing {out}; wait for it or use another --out")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_pipeline(cfg: Config, out: Path, overwrite: bool = False, progress: bool = True) -> RunResult:
     """The whole ``run`` stage. Returns scores, votes and timings; writes everything under ``out``."""
+    with output_lock(Path(out)):
+        return _run_locked(cfg, Path(out), overwrite, progress)
+
+
+def _run_locked(cfg: Config, out: Path, overwrite: bool, progress: bool) -> RunResult:
     t0 = time.perf_counter()
     check_output(out, overwrite)
     problems = Problems()
@@ -158,6 +206,7 @@ def run_pipeline(cfg: Config, out: Path, overwrite: bool = False, progress: bool
         result.seconds["total"] = time.perf_counter() - t0
         (partial / "timings.json").write_text(json.dumps(result.seconds, indent=2))
         report.write_report(partial, _summary(cfg, seeds, result), result.metrics, problems.lines)
+        write_manifest(partial)
         publish(partial, out)
         result.run_dir = out
     except BaseException:

@@ -152,10 +152,20 @@ def evaluate_final(y: np.ndarray, score: np.ndarray, user_threshold: float) -> d
 
 def retrain(cfg: Config, run_dir: Path, journal: Path | None = None, overwrite: bool = False,
             progress: bool = True) -> dict:
-    """Train, evaluate and export the final model into ``run_dir/final``. Returns metrics.json's content."""
+    """Train, evaluate and export the final model into ``run_dir/final``. Returns metrics.json's content.
+
+    Holds ``run_dir/.final.lock`` throughout: a second retrain of the same run is refused."""
+    from .pipeline import output_lock
+
+    with output_lock(Path(run_dir) / "final"):
+        return _retrain_locked(cfg, Path(run_dir), journal, overwrite, progress)
+
+
+def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite: bool, progress: bool) -> dict:
+    from .pipeline import write_manifest
     from .predict import export_model
 
-    run_dir, t0 = Path(run_dir), time.perf_counter()
+    t0 = time.perf_counter()
     out = run_dir / "final"
     if out.exists() and not overwrite:
         raise ValueError(f"{out} already exists; use --overwrite to replace it")
@@ -185,6 +195,7 @@ def retrain(cfg: Config, run_dir: Path, journal: Path | None = None, overwrite: 
         dump_config(cfg, partial / "config.yaml")
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_manifest(partial)
         if out.exists():
             shutil.rmtree(out)
         partial.rename(out)

@@ -220,6 +220,25 @@ def _yaml(path: Path) -> dict:
     return yaml.safe_load(Path(path).read_text()) or {}
 
 
+def review_work(run_dir: Path, journal_path: Path | None = None) -> tuple[int, int]:
+    """(images reviewed on the page, images moved by hand) in a run folder: images that are no
+    longer in the folder the vote put them in. Reads only."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "predictions.csv").is_file():
+        return 0, 0
+    with open(run_dir / "predictions.csv", newline="") as f:
+        placed = {r["file"].split("/", 1)[1]: (r["image"], r["decision"]) for r in csv.DictReader(f)}
+    jp = Path(journal_path or journal_path_for(run_dir))
+    journaled = set(Journal(jp, []).last_decisions()) if jp.is_file() and jp.stat().st_size else set()
+    page = hand = 0
+    for folder in FOLDERS:
+        d = run_dir / folder
+        for n in os.listdir(d) if d.is_dir() else []:
+            if n in placed and placed[n][1] != folder:
+                page, hand = (page + 1, hand) if placed[n][0] in journaled else (page, hand + 1)
+    return page, hand
+
+
 def journal_path_for(run_dir: Path) -> Path:
     """labels/<pipeline>/reviewed.csv, next to the project's pipelines."""
     cfg = _yaml(Path(run_dir) / "config.yaml")

@@ -51,7 +51,10 @@ def link_or_copy(src: Path, dst: Path) -> str:
         os.link(src, dst)
         return "link"
     except OSError:
-        shutil.copy2(src, dst)
+        try:
+            shutil.copy2(src, dst)
+        except OSError as exc:  # name the file we failed to write, not the original we read
+            raise OSError(exc.errno, exc.strerror, str(dst)) from None
         return "copy"
 
 

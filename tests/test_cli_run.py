@@ -1,5 +1,6 @@
 """End-to-end `pseudolabel run` on 300 real crops with few epochs."""
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -64,7 +65,12 @@ def test_run_folder_contents(finished_run):
     for name in ("report.md", "scatter.png", "samples_0.png", "samples_1.png", "samples_unclear.png", "curves.png",
                  "predictions.csv", "metrics.json", "config.yaml", "split.csv", "timings.json"):  # fmt: skip
         assert (run / name).is_file(), name
-    assert not list(tmp.glob(".run.*")), "partial folder left behind"
+    assert not list(tmp.glob(".run.partial")) and not list(tmp.glob(".run.old")), "partial folder left behind"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["complete"] and set(manifest["files"]) == {p.name for p in run.iterdir() if p.is_file()} - {"manifest.json"}
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((run / name).read_bytes()).hexdigest() == digest, name
+    assert manifest["folders"] == {f: len(list((run / f).iterdir())) for f in ("0", "1", "unclear")}
     rows = list(csv.DictReader(open(run / "predictions.csv")))
     assert len(rows) == 300
     files = {p.relative_to(run).as_posix() for f in ("0", "1", "unclear") for p in (run / f).iterdir()}
