@@ -22,24 +22,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.quality import _dev_arrays, read_dev  # noqa: E402
 from pseudolabel.config import SeedTrainConfig, load_config  # noqa: E402
-from pseudolabel.data import Problems, load_image  # noqa: E402
+from pseudolabel.data import Problems  # noqa: E402
 from pseudolabel.metrics import classification_metrics  # noqa: E402
 
-DEV = ROOT.parent / "shared" / "data" / "eyes" / "dev_labels.csv"
 NAMES = ("yolov8-cls", "resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
          "efficientnet_b0", "regnetx_002", "ghostnet_100", "lcnet_100", "convnext_atto")  # fmt: skip
 
 
 def dev_set(run_dir: Path, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, C, H, W) uint8 dev images, (N,) labels, (N,) bool: left unclear by the run."""
-    with open(DEV) as f:
-        dev = {r["image"]: int(r["label"]) for r in csv.DictReader(f)}
     with open(run_dir / "predictions.csv") as f:
-        rows = {r["image"]: r for r in csv.DictReader(f)}
-    names = sorted(n for n in dev if n in rows)
-    x = np.stack([load_image(Path(cfg.images) / n, cfg.image_size, cfg.channels) for n in names])
-    return x, np.array([dev[n] for n in names]), np.array([rows[n]["decision"] == "unclear" for n in names])
+        decision = {r["image"]: r["decision"] for r in csv.DictReader(f)}
+    x, y, names = _dev_arrays(run_dir, read_dev(), cfg.image_size, cfg.channels)
+    return x, y, np.array([decision.get(n) == "unclear" for n in names])
 
 
 def measure(name: str, input_size: int, data, dev, cfg, epochs: int) -> dict:

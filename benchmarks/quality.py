@@ -88,11 +88,13 @@ def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0
 
 
 def _dev_arrays(run_dir: Path, dev: dict[str, int], size: int, channels: int):
+    """(N, C, H, W) uint8 dev images, (N,) labels and the N sorted image names."""
     from pseudolabel.data import load_image
 
     images = ROOT.parent / "shared" / "data" / "eyes" / "images"
     names = sorted(n for n in dev if (images / n).exists())
-    return np.stack([load_image(images / n, size, channels) for n in names]), np.array([dev[n] for n in names])
+    x = np.stack([load_image(images / n, size, channels) for n in names])
+    return x, np.array([dev[n] for n in names]), names
 
 
 def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: bool) -> dict:
@@ -107,7 +109,7 @@ def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: b
     t = time.perf_counter()
     retrain(cfg, run_dir, run_dir / "bench-journal.csv", overwrite=True, progress=not quiet)
     out = {"retrain_seconds": time.perf_counter() - t}
-    x_dev, y_dev = _dev_arrays(run_dir, dev, cfg.image_size, cfg.channels)
+    x_dev, y_dev, _ = _dev_arrays(run_dir, dev, cfg.image_size, cfg.channels)
     clf = EyeStateClassifier.load(run_dir)
     m = cm(y_dev, clf.predict_array(x_dev))
     out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=json.loads((run_dir / "final" / "metrics.json").read_text())["parameters"])

@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     dev = read_dev()
     cfg = load_config(args.run / "config.yaml")
-    x_dev, y_dev = _dev_arrays(args.run, dev, cfg.image_size, cfg.channels)
-    images = ROOT.parent / "shared" / "data" / "eyes" / "images"
-    names = sorted(n for n in dev if (images / n).exists())  # the order _dev_arrays uses
+    x_dev, y_dev, names = _dev_arrays(args.run, dev, cfg.image_size, cfg.channels)
     rows = []
     print("| reviewed | dev accuracy | dev EER | accuracy on dev images not reviewed |\n|---|---|---|---|", flush=True)
     for p in args.points:

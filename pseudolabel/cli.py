@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}  # shown as one line
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -201,9 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pseudolabel: error: cannot write {exc.filename or 'the output'}: {exc.strerror}; "
               "nothing of yours was changed", file=sys.stderr)  # fmt: skip
         return 2
-
-
-WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -72,8 +74,9 @@ def list_images(root: Path) -> tuple[list[str], int]:
     return sorted(names), others
 
 
-def load_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """Decode one image to a (C, size, size) uint8 array; raises OSError/ValueError on bad files."""
+def load_image(path: Path | BinaryIO, size: int, channels: int) -> np.ndarray:
+    """Decode one image (a path or an open binary file) to a (C, size, size) uint8 array;
+    raises OSError/ValueError on bad files."""
     with Image.open(path) as im:
         im.draft("L" if channels == 1 else "RGB", (size, size))  # cheap JPEG downscale for huge files
         im = ImageOps.exif_transpose(im)
@@ -101,11 +104,12 @@ def load_pool(root: str | Path, size: int, channels: int, problems: Problems, pr
     kept, arrays, digests = [], [], {}
     for name in tqdm(names, desc="loading images", unit="img", disable=not progress, leave=False):
         try:
-            digest = hashlib.sha1((root / name).read_bytes()).hexdigest()
+            data = (root / name).read_bytes()  # read once: hashed for duplicates, then decoded
+            digest = hashlib.sha1(data).hexdigest()
             if digest in digests:
                 problems.add(f"{root / name}: same bytes as {digests[digest]}; scored once, as {digests[digest]}")
                 continue
-            arrays.append(load_image(root / name, size, channels))
+            arrays.append(load_image(io.BytesIO(data), size, channels))
             kept.append(name)
             digests[digest] = name
         except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -162,7 +162,7 @@ def retrain(cfg: Config, run_dir: Path, journal: Path | None = None, overwrite: 
 
 
 def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite: bool, progress: bool) -> dict:
-    from .pipeline import write_manifest
+    from .pipeline import publish, write_manifest
     from .predict import export_model
 
     t0 = time.perf_counter()
@@ -196,9 +196,7 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_manifest(partial)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
+        publish(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

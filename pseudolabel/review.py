@@ -230,13 +230,10 @@ def review_work(run_dir: Path, journal_path: Path | None = None) -> tuple[int, i
         placed = {r["file"].split("/", 1)[1]: (r["image"], r["decision"]) for r in csv.DictReader(f)}
     jp = Path(journal_path or journal_path_for(run_dir))
     journaled = set(Journal(jp, []).last_decisions()) if jp.is_file() and jp.stat().st_size else set()
-    page = hand = 0
-    for folder in FOLDERS:
-        d = run_dir / folder
-        for n in os.listdir(d) if d.is_dir() else []:
-            if n in placed and placed[n][1] != folder:
-                page, hand = (page + 1, hand) if placed[n][0] in journaled else (page, hand + 1)
-    return page, hand
+    moved = [placed[n][0] for f in FOLDERS if (run_dir / f).is_dir() for n in os.listdir(run_dir / f)
+             if n in placed and placed[n][1] != f]  # fmt: skip
+    page = sum(image in journaled for image in moved)
+    return page, len(moved) - page
 
 
 def journal_path_for(run_dir: Path) -> Path:

@@ -20,14 +20,18 @@ def eyes() -> Path:
     return EYES
 
 
-@pytest.fixture
-def small_pool(eyes: Path, tmp_path: Path) -> Path:
-    """A private copy of the first 300 real crops (all seed-labeled images are among them)."""
-    dst = tmp_path / "images"
+def copy_crops(eyes: Path, dst: Path, n: int = 300) -> Path:
+    """A private copy of the first ``n`` real crops in ``dst`` (all seed-labeled images are among the first 300)."""
     dst.mkdir()
-    for name in sorted(os.listdir(eyes / "images"))[:300]:
+    for name in sorted(os.listdir(eyes / "images"))[:n]:
         shutil.copy2(eyes / "images" / name, dst / name)
     return dst
+
+
+@pytest.fixture
+def small_pool(eyes: Path, tmp_path: Path) -> Path:
+    """A private copy of the first 300 real crops."""
+    return copy_crops(eyes, tmp_path / "images")
 
 
 def tree_digest(root: Path) -> dict[str, tuple[str, int]]:

@@ -2,7 +2,6 @@
 goes on wherever that is safe. Built from real crops of ../shared (copied into tmp_path)."""
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import struct
@@ -14,6 +13,7 @@ import pytest
 from PIL import Image
 
 from pseudolabel.data import Problems, clean_seed_labels, load_image, load_pool, read_seed_labels, split_seeds
+from tests.conftest import copy_crops
 from tests.test_cli_run import run_cli, write_pipeline
 
 CLASSES = ("closed", "open")
@@ -22,12 +22,8 @@ CLASSES = ("closed", "open")
 @pytest.fixture
 def pool(eyes: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     """A folder with 5 real crops; returns (folder, their names)."""
-    root = tmp_path / "images"
-    root.mkdir()
-    names = sorted(os.listdir(eyes / "images"))[:5]
-    for n in names:
-        shutil.copy2(eyes / "images" / n, root / n)
-    return root, names
+    root = copy_crops(eyes, tmp_path / "images", n=5)
+    return root, sorted(os.listdir(root))
 
 
 def load(root: Path) -> tuple[list[str], np.ndarray, list[str]]:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pseudolabel.config import load_config
-from tests.conftest import ROOT, tree_digest
+from tests.conftest import ROOT, copy_crops, tree_digest
 
 
 def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
@@ -33,10 +33,7 @@ def finished_run(tmp_path_factory, eyes):
     import shutil
 
     tmp = tmp_path_factory.mktemp("e2e")
-    images = tmp / "images"
-    images.mkdir()
-    for p in sorted((eyes / "images").iterdir())[:300]:
-        shutil.copy2(p, images / p.name)
+    images = copy_crops(eyes, tmp / "images")
     labels = tmp / "targets.json"
     shutil.copy2(eyes / "targets.json", labels)
     before = tree_digest(images), labels.read_bytes()

@@ -20,12 +20,9 @@ from tests.test_retrain_predict import make_seed_run
 
 
 @pytest.fixture
-def job(tmp_path, eyes):
+def job(tmp_path, eyes, small_pool):
     """A private 300-crop images folder, its labels and a tiny pipeline."""
-    images = tmp_path / "images"
-    images.mkdir()
-    for p in sorted((eyes / "images").iterdir())[:300]:
-        shutil.copy2(p, images / p.name)
+    images = small_pool
     labels = tmp_path / "targets.json"
     shutil.copy2(eyes / "targets.json", labels)
     return tmp_path, images, write_pipeline(tmp_path, images, labels)
