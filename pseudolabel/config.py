@@ -58,6 +58,17 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class LabelCheckConfig:
+    """Likely-wrong labels in ``pseudolabel run``: cleanlab on out-of-fold probabilities."""
+
+    enabled: bool = True  # flag likely-wrong seed labels and vote decisions, and queue them first for review
+    folds: int = 4  # out-of-fold probabilities from this many small CNNs, each trained without one fold
+    epochs: int = 6  # supervised passes of each fold's CNN (yolov8n-cls)
+    max_train: int = 1000  # each fold's CNN trains on at most this many labeled images (all seed labels included)
+    max_share: float = 0.03  # flag at most this share of the labeled images, least trustworthy first
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one pipeline needs. Paths are relative to the working directory."""
 
@@ -73,18 +84,22 @@ class Config:
     # (closed); one number for both models or one per model, in the order of `models`
     teacher_conf: float = 0.8  # the second model also learns from pool images the first scores this confidently
     student_max: int = 1500  # at most this many such pool images (random, seeded); 0 = seeds only
+    review_curve: str | None = None  # a measured review-effort curve (JSON by benchmarks/review_curve.py) that the
+    # run report shows, so users see what reviewing buys; None = no such section
     limit: int | None = None  # use only the first N pool images (quick trials); None = all
     models: tuple[str, ...] = ("yolov8-cls", "resnet50")  # the two voters; the first also teaches the second
     pretrained: str | None = None  # local weights file for resnet50 (no model hub); None = from scratch
     resnet50: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # resnet50 training settings
     yolo: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # yolov8-cls training settings
     retrain: RetrainConfig = field(default_factory=RetrainConfig)  # the final model (pseudolabel retrain)
+    label_check: LabelCheckConfig = field(default_factory=LabelCheckConfig)  # find likely-wrong labels (cleanlab)
 
     def __post_init__(self) -> None:
         _validate(self)
 
 
-_NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig}
+_NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig,
+           "label_check": LabelCheckConfig}
 
 
 def _validate(cfg: Config) -> None:
@@ -112,6 +127,9 @@ def _validate(cfg: Config) -> None:
         raise ValueError(f"retrain unlabeled must be 'pool' or 'unclear', got {r.unlabeled!r}")
     if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):
         raise ValueError(f"retrain: vote_weight, review_val_share and tau must lie in [0, 1], got {r!r}")
+    lc = cfg.label_check
+    if lc.folds < 2 or lc.epochs < 1 or lc.max_train < 2 or not 0.0 <= lc.max_share <= 1.0:
+        raise ValueError(f"label_check: folds >= 2, epochs >= 1, max_train >= 2, max_share in [0, 1]; got {lc!r}")
     for sub in (cfg.resnet50, cfg.yolo):
         if sub.variant not in ("n", "s", "m"):
             raise ValueError(f"yolo variant must be n, s or m, got {sub.variant!r}")

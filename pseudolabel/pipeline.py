@@ -22,6 +22,7 @@ import numpy as np
 from . import report, sort
 from .config import Config, dump_config
 from .data import Pool, Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
+from .label_issues import cnn_fit_predict, find_issues, out_of_fold_probs, requeue
 from .metrics import classification_metrics
 from .models import SeedModel, create_seed_model
 from .vote import UNCLEAR, Votes, check_margin, vote
@@ -50,6 +51,7 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, dict] = field(default_factory=dict)
     n_student: int = 0  # pool images the second model learned from
+    issues: dict[str, str] = field(default_factory=dict)  # image -> why its label looks wrong (queued first)
 
 
 def load_inputs(cfg: Config, problems: Problems, progress: bool) -> tuple[Pool, Seeds]:
@@ -108,6 +110,36 @@ def final_decisions(pool: Pool, seeds: Seeds, votes: Votes) -> np.ndarray:
     for name, label in seeds.labels.items():
         decision[idx[name]] = label
     return decision
+
+
+def check_labels(cfg: Config, pool: Pool, seeds: Seeds, decision: np.ndarray, rank: np.ndarray, progress: bool
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Flag likely-wrong labels among the seeds and the vote's decisions (cleanlab on out-of-fold
+    probabilities) and send them to the front of the review queue.
+
+    decision, rank: (N,) as after :func:`final_decisions`. Returns the new (decision, rank) and
+    {image: why it was flagged}."""
+    from tqdm import tqdm
+
+    lc = cfg.label_check
+    labeled = np.flatnonzero(decision != UNCLEAR)
+    y = decision[labeled]
+    if not lc.enabled or min(np.bincount(y, minlength=2)) < lc.folds:
+        return decision, rank, {}
+    is_seed = np.isin(labeled, [pool.index()[n] for n in seeds.labels])
+    fit = cnn_fit_predict(cfg.channels, cfg.image_size, lc.epochs)
+    with tqdm(total=lc.folds, desc="label check", unit="fold", disable=not progress, leave=False) as bar:
+        probs = out_of_fold_probs(pool.images[labeled], y, fit, lc.folds, cfg.seed, lc.max_train, is_seed,
+                                  progress=lambda _: bar.update(1))  # fmt: skip
+    flagged, quality = find_issues(y, probs, lc.max_share)
+    full_flag, full_quality = np.zeros(len(decision), bool), np.ones(len(decision))
+    full_flag[labeled], full_quality[labeled] = flagged, quality
+    issues = {
+        pool.names[labeled[j]]: f"{'seed label' if is_seed[j] else 'vote'} says {y[j]} ({cfg.classes[y[j]]}); "
+                                f"cross-validated P({cfg.classes[1]}) = {probs[j, 1]:.2f}"
+        for j in np.flatnonzero(flagged)
+    }  # fmt: skip
+    return (*requeue(decision, rank, full_flag, full_quality), issues)
 
 
 def seed_metrics(models: list[SeedModel], scores: dict[str, np.ndarray], pool: Pool, seeds: Seeds) -> dict[str, dict]:
@@ -205,7 +237,10 @@ def _run_locked(cfg: Config, out: Path, overwrite: bool, progress: bool) -> RunR
         result = _build_run(cfg, partial, pool, seeds, problems, progress, seconds)
         result.seconds["total"] = time.perf_counter() - t0
         (partial / "timings.json").write_text(json.dumps(result.seconds, indent=2))
-        report.write_report(partial, _summary(cfg, seeds, result), result.metrics, problems.lines)
+        summary = _summary(cfg, seeds, result)
+        summary["review_curve"] = report.review_curve_section(cfg.review_curve, partial, summary["counts"]["unclear"],
+                                                              problems)  # fmt: skip
+        report.write_report(partial, summary, result.metrics, problems.lines)
         write_manifest(partial)
         publish(partial, out)
         result.run_dir = out
@@ -222,8 +257,12 @@ def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: P
     votes = vote(*scores.values(), margin=cfg.margin)
     t = time.perf_counter()
     decision = final_decisions(pool, seeds, votes)
+    decision, rank, issues = check_labels(cfg, pool, seeds, decision, votes.rank, progress)
+    votes = Votes(votes.decision, rank, votes.disagree)
+    seconds["label check"] = time.perf_counter() - t
+    t = time.perf_counter()
     metrics = seed_metrics(models, scores, pool, seeds)
-    result = RunResult(partial, pool.names, scores, votes, decision, seconds, metrics, n_student)
+    result = RunResult(partial, pool.names, scores, votes, decision, seconds, metrics, n_student, issues)
     write_outputs(cfg, partial, pool, seeds, result, problems)
     report.curves_plot({m.name: m.history for m in models}, partial / "curves.png")
     seconds["write"] = time.perf_counter() - t
@@ -244,7 +283,7 @@ def _summary(cfg: Config, seeds: Seeds, res: RunResult) -> dict:
         "pipeline": cfg.name, "rule": vote_rule(cfg), "counts": counts, "models": list(cfg.models),
         "n_student": res.n_student, "n_seed": len(seeds.labels),
         "n_train": len(seeds.train), "n_val": len(seeds.val), "agreement": float(1 - res.votes.disagree.mean()),
-        "disagree": int(res.votes.disagree.sum()), "seconds": res.seconds,
+        "disagree": int(res.votes.disagree.sum()), "seconds": res.seconds, "issues": res.issues,
     }  # fmt: skip
 
 
@@ -256,11 +295,11 @@ def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: Run
     names = list(res.scores)
     with open(run_dir / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image", "file", *names, "decision", "queue_rank", "source"])
+        w.writerow(["image", "file", *names, "decision", "queue_rank", "source", "issue"])
         for i, p in enumerate(placements):
             rank = int(res.votes.rank[i]) if p.folder == "unclear" else ""
             w.writerow([p.image, f"{p.folder}/{p.file}", *(f"{res.scores[n][i]:.6f}" for n in names), p.folder,
-                        rank, source.get(p.image, "vote")])  # fmt: skip
+                        rank, source.get(p.image, "vote"), res.issues.get(p.image, "")])  # fmt: skip
     with open(run_dir / "split.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "label", "split"])
@@ -283,6 +322,9 @@ def _pictures(cfg: Config, run_dir: Path, pool: Pool, res: RunResult, per_folder
             idx = np.sort(rng.choice(idx, size=min(per_folder, len(idx)), replace=False)) if len(idx) else idx
         titles = [f"{a[i]:.2f}/{b[i]:.2f}" for i in idx]
         report.sample_grid(pool.images[idx], titles, run_dir / f"samples_{folder}.png")
+    if res.issues:
+        idx = [pool.index()[n] for n in res.issues]
+        report.sample_grid(pool.images[idx], list(res.issues), run_dir / "samples_issues.png", cols=8)
 
 
 def print_summary(res: RunResult, problems: Problems, out: Path) -> None:

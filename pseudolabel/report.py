@@ -81,6 +81,55 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def review_curve_plot(points: list[dict], png: Path) -> None:
+    """Final-model dev accuracy against the number of reviewed images (from benchmarks/review_curve.py)."""
+    plt = _plt()
+    x = [p["answers"] for p in points]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    ax.plot(x, [100 * p["dev_acc"] for p in points], "o-", label="all dev images")
+    ax.plot(x, [100 * p["held_out_acc"] for p in points], "s--", label="dev images not reviewed")
+    ax.set(xlabel="unclear images reviewed (queue order)", ylabel="final model dev accuracy (%)", title="What review buys")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def review_curve_section(curve: str | None, run_dir: Path, n_unclear: int, problems) -> str:
+    """The report's "What review buys" text; draws ``review_curve.png`` into ``run_dir``.
+    A missing or unreadable curve file is an input problem, not a failed run."""
+    import json
+
+    if not curve:
+        return "No measured curve for this pipeline (`review_curve` in its YAML)."
+    try:
+        data = json.loads(Path(curve).read_text())
+        points = sorted(data["points"], key=lambda p: p["answers"])
+        rows = [[p["answers"], f"{100 * p['dev_acc']:.2f} %", f"{100 * p['dev_eer']:.2f} %"] for p in points]
+        review_curve_plot(points, run_dir / "review_curve.png")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problems.add(f"{curve}: cannot read the review curve ({exc}); the report shows none")
+        return "The measured curve could not be read (see Input problems)."
+    return "\n\n".join([
+        f"Measured on this pipeline's benchmark ({data.get('source', curve)}): the final model's accuracy on held-out "
+        "true labels after a person answered the first N images of the unclear queue and `retrain` ran again. "
+        f"This run's queue holds {n_unclear} images.",
+        _table(["reviewed", "final accuracy", "final EER"], rows), "![review curve](review_curve.png)"])
+
+
+def _issues_section(issues: dict[str, str]) -> str:
+    intro = ("A small CNN was trained on the labeled images four times, each time without a quarter of them, and "
+             "scored the quarter it did not see. cleanlab's `find_label_issues` flags the labels those out-of-fold "
+             "scores contradict.")
+    if not issues:
+        return intro + " It flagged none."
+    return "\n\n".join([
+        intro + f" It flagged **{len(issues)}**; they are at the front of `unclear/` (ranks 1–{len(issues)}), marked "
+        "on the review page. Until someone confirms them, `retrain` treats them as unlabeled.",
+        _table(["image", "why"], [[k, v] for k, v in issues.items()]), "![flagged](samples_issues.png)"])
+
+
 def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str]) -> Path:
     """Write ``report.md`` next to the PNGs already in ``run_dir``. Returns its path."""
     counts, total = summary["counts"], sum(summary["counts"].values())
@@ -100,6 +149,10 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
         f"{summary['disagree']} images are disagreements and head the unclear queue.",
         "![scatter](scatter.png)",
         "Work through `unclear/` in file-name order (most useful first) and move each file into `0/` or `1/`.",
+        "## Likely label errors",
+        _issues_section(summary.get("issues", {})),
+        "## What review buys",
+        summary.get("review_curve", ""),
         "## Samples",
         *[f"### {_FOLDER_TITLES[k]}\n![{k}](samples_{k}.png)" for k in ("0", "1", "unclear")],
         "## Seed models on the validation split",

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sort import FOLDERS
+from .sort import FOLDERS, model_columns
 
 JOURNAL_FIELDS = ["time", "image", "label", "file", "from"]
 LABELS = ("0", "1", "unsure")
@@ -33,6 +33,7 @@ class Item:
     file: str  # file name inside the run's folders
     rank: int  # 1-based queue rank from the run (0 if it was decided by the vote)
     scores: dict  # model name -> P(open)
+    issue: str = ""  # why a labeled image was sent back for review (likely-wrong label), or ""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -94,11 +95,10 @@ class ReviewState:
         self.run_dir = Path(run_dir)
         with open(self.run_dir / "predictions.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        fixed = {"image", "file", "decision", "queue_rank", "source"}
-        self.models = [k for k in rows[0] if k not in fixed] if rows else []
+        self.models = model_columns(list(rows[0])) if rows else []
         self.items = {
             r["image"]: Item(r["image"], r["file"].split("/", 1)[1], int(r["queue_rank"] or 0),
-                             {m: float(r[m]) for m in self.models})
+                             {m: float(r[m]) for m in self.models}, r.get("issue") or "")
             for r in rows
         }  # fmt: skip
         self.by_file = {it.file: it.image for it in self.items.values()}
@@ -185,7 +185,7 @@ class ReviewState:
         items.sort(key=keys[order])
         return {
             "total": self.total_queue, "left": len(items), "models": self.models, "classes": self.classes,
-            "items": [{"image": it.image, "rank": it.rank, "scores": it.scores,
+            "items": [{"image": it.image, "rank": it.rank, "scores": it.scores, "issue": it.issue,
                        "unsure": decided.get(it.image, {}).get("label") == "unsure"} for it in items],
         }  # fmt: skip
 

@@ -17,6 +17,12 @@ import numpy as np
 from .vote import UNCLEAR
 
 FOLDERS = ("0", "1", "unclear")
+PREDICTION_FIELDS = ("image", "file", "decision", "queue_rank", "source", "issue")  # predictions.csv, besides scores
+
+
+def model_columns(header: list[str]) -> list[str]:
+    """The model-score columns of a predictions.csv header (every column that is not a fixed field)."""
+    return [k for k in header if k not in PREDICTION_FIELDS]
 
 
 def folder_of(decision: int) -> str:

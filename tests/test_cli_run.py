@@ -80,8 +80,13 @@ def test_run_folder_contents(finished_run):
     assert len(seeds) == 97
     split = list(csv.DictReader(open(run / "split.csv")))
     assert sum(s["split"] == "train" for s in split) == 80
-    for s in split:  # seed images sit in their labeled folder
-        assert seeds[s["image"]]["decision"] == s["label"]
+    flagged = [r for r in rows if r["issue"]]
+    assert sorted(int(r["queue_rank"]) for r in flagged) == list(range(1, len(flagged) + 1))  # label check first
+    assert len(flagged) <= int(0.03 * (sum(r["decision"] != "unclear" for r in rows) + len(flagged)))
+    for s in split:  # seed images sit in their labeled folder, unless the label check sent them back
+        row = seeds[s["image"]]
+        assert row["decision"] == ("unclear" if row["issue"] else s["label"])
+        assert not row["issue"] or row["issue"].startswith(f"seed label says {s['label']}")
     metrics = json.loads((run / "metrics.json").read_text())
     for m in ("yolov8-cls", "resnet50"):
         assert {"accuracy", "precision", "recall", "f1", "eer", "roc_auc", "parameters", "train_seconds"} <= set(metrics[m])

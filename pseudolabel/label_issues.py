@@ -1,0 +1,117 @@
+"""Likely-wrong labels: cleanlab's ``find_label_issues`` on out-of-fold probabilities.
+
+The labeled set of a run is the seed labels (a person's) plus every image the vote
+decided. A small CNN is trained K times, each time without one fold, and scores the
+fold it did not see, so no image is judged by a model that learned its own label.
+cleanlab then flags the labels those out-of-fold probabilities contradict.
+
+Pure pieces: :func:`stratified_folds`, :func:`out_of_fold_probs` (given a fit-predict
+function), :func:`find_issues` and :func:`requeue`. :func:`cnn_fit_predict` is the model.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .vote import UNCLEAR
+
+FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """(N,) int labels -> (N,) fold index in [0, k), each class spread evenly over the folds."""
+    if not isinstance(k, int) or k < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {k!r}")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % k
+    return fold
+
+
+def out_of_fold_probs(x: np.ndarray, y: np.ndarray, fit_predict: FitPredict, k: int = 4, seed: int = 0,
+                      max_train: int | None = None, keep: np.ndarray | None = None,
+                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """(N, C, H, W) images, (N,) labels -> (N, 2) probabilities, each row from a model that did
+    not train on it. ``fit_predict(x_train, y_train, x_test, seed) -> (M, 2)``.
+
+    max_train: train each fold's model on at most this many of the other folds' images (random,
+    seeded), always including those where the optional (N,) bool ``keep`` is True."""
+    folds = stratified_folds(y, k, seed)
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(y), bool) if keep is None else np.asarray(keep, bool)
+    probs = np.zeros((len(y), 2), dtype=np.float64)
+    for f in range(k):
+        test = folds == f
+        train = np.flatnonzero(~test)
+        if max_train is not None and len(train) > max_train:
+            must, rest = train[keep[train]], train[~keep[train]]
+            train = np.sort(np.concatenate([must, rng.choice(rest, max(0, max_train - len(must)), replace=False)]))
+        probs[test] = fit_predict(x[train], y[train], x[test], seed + f)
+        if progress:
+            progress(f)
+    return probs
+
+
+def find_issues(labels: np.ndarray, pred_probs: np.ndarray, max_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab's label issues. labels: (N,) int in {0, 1}; pred_probs: (N, 2) out-of-fold.
+
+    Returns ((N,) bool mask of flagged labels, (N,) label quality in [0, 1], low = suspect).
+    At most ``max_share`` of N are flagged, the lowest quality first."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(pred_probs):
+        raise ValueError(f"labels and pred_probs differ in length: {len(labels)} vs {len(pred_probs)}")
+    if not 0.0 <= max_share <= 1.0:
+        raise ValueError(f"max_share must be in [0, 1], got {max_share!r}")
+    quality = get_label_quality_scores(labels, pred_probs)
+    mask = find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate")
+    cap = int(max_share * len(labels))
+    if mask.sum() > cap:
+        keep = np.flatnonzero(mask)[np.argsort(quality[mask], kind="stable")[:cap]]
+        mask = np.zeros_like(mask)
+        mask[keep] = True
+    return mask, quality
+
+
+def requeue(decision: np.ndarray, rank: np.ndarray, flagged: np.ndarray, quality: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Send flagged images to the front of the review queue, least trustworthy first.
+
+    decision, rank: (N,) as from :func:`pseudolabel.vote.vote`; flagged: (N,) bool;
+    quality: (N,) label quality (low = first). Returns new (decision, rank): flagged images are
+    unclear with ranks 1..F, the images that were unclear keep their order after them."""
+    decision, rank = decision.copy(), rank.copy()
+    fl = np.flatnonzero(flagged)
+    fl = fl[np.argsort(quality[fl], kind="stable")]
+    was = np.flatnonzero((decision == UNCLEAR) & ~flagged)
+    was = was[np.argsort(rank[was], kind="stable")]
+    decision[fl] = UNCLEAR
+    rank[:] = 0
+    rank[fl] = np.arange(1, len(fl) + 1)
+    rank[was] = np.arange(len(fl) + 1, len(fl) + len(was) + 1)
+    return decision, rank
+
+
+def cnn_fit_predict(channels: int, image_size: int, epochs: int) -> FitPredict:
+    """A fit-predict function: yolov8n-cls trained supervised for ``epochs`` (no early stop)."""
+
+    def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
+        import torch
+
+        from .config import SeedTrainConfig
+        from .augment import to_float
+        from .fixmatch import predict_probs
+        from .models import build_backbone, fit_module
+
+        torch.manual_seed(seed)
+        net = build_backbone("yolov8-cls", channels, image_size)
+        tc = SeedTrainConfig(epochs=epochs, batch_size=64, lr=2e-3, patience=epochs)
+        fit_module(net, x_train, y_train, x_train[:64], y_train[:64], tc, seed, "label check", False)
+        return predict_probs(net, to_float(torch.from_numpy(x_test))).numpy()
+
+    return fit_predict
