@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from pseudolabel.config import load_config, with_overrides  # noqa: E402
 from pseudolabel.metrics import classification_metrics  # noqa: E402
+from pseudolabel.sort import model_columns  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "eyes" / "dev_labels.csv"
 
@@ -38,7 +39,7 @@ def score_run(run_dir: Path, dev: dict[str, int]) -> dict:
     """Dev-label figures for a finished run folder."""
     with open(run_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    models = [k for k in rows[0] if k not in ("image", "file", "decision", "queue_rank", "source")]
+    models = model_columns(list(rows[0]))
     out: dict = {"pool": len(rows)}
     out["unclear"] = sum(r["decision"] == "unclear" for r in rows) / len(rows)
     for folder in ("0", "1"):
@@ -51,6 +52,11 @@ def score_run(run_dir: Path, dev: dict[str, int]) -> dict:
         s = np.array([float(r[m]) for r in lab])
         met = classification_metrics(y, s)
         out[f"{m}_dev_acc"], out[f"{m}_dev_eer"] = met["accuracy"], met["eer"]
+    flagged = [r for r in rows if r.get("issue")]
+    out["flagged"], out["flagged_seeds"] = len(flagged), sum(r["source"].startswith("seed") for r in flagged)
+    checked = [r for r in flagged if r["image"] in dev]  # flagged images whose true label we know
+    out["flagged_dev"] = len(checked)
+    out["flagged_dev_wrong"] = sum(dev[r["image"]] != int(r["issue"].split(" says ")[1][0]) for r in checked)
     out["seconds"] = json.loads((run_dir / "timings.json").read_text())
     return out
 
@@ -63,6 +69,8 @@ def print_table(res: dict) -> None:
     for k in [k for k in res if k.endswith("_dev_acc")]:
         name = k[: -len("_dev_acc")]
         print(f"| {name} dev accuracy / EER | {100 * res[k]:.1f} % / {100 * res[name + '_dev_eer']:.1f} % | |")
+    print(f"| label check: flagged (seed labels) | {res['flagged']} ({res['flagged_seeds']}) | |")
+    print(f"| label check: flagged with a dev label / truly wrong | {res['flagged_dev']} / {res['flagged_dev_wrong']} | |")
     for stage, sec in res["seconds"].items():
         target = "<= 300 s" if stage == "total" else ""
         print(f"| seconds: {stage} | {sec:.0f} | {target} |")
@@ -75,7 +83,7 @@ def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0
 
     with open(run_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    models = [k for k in rows[0] if k not in ("image", "file", "decision", "queue_rank", "source")]
+    models = model_columns(list(rows[0]))
     a, b = (np.array([float(r[m]) for r in rows]) for m in models)
     lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
     y = np.array([dev[rows[i]["image"]] for i in lab])
@@ -175,6 +183,24 @@ def print_final(res: dict) -> None:
     print(f"predict throughput, batched on CPU: torch {res['torch_img_s']:.0f} images/s, ONNX Runtime {res['onnx_img_s']:.0f} images/s")
 
 
+STABLE = {"precision_0": ("precision of 0/", 100, "%"), "precision_1": ("precision of 1/", 100, "%"),
+          "unclear": ("unclear share", 100, "%"), "final_acc": ("final dev accuracy", 100, "%"),
+          "final_eer": ("final dev EER", 100, "%"), "supervised_acc": ("baseline: supervised, 80 seeds", 100, "%"),
+          "logreg_acc": ("baseline: logistic regression", 100, "%"), "flagged": ("label check: flagged", 1, ""),
+          "run_seconds": ("run wall seconds", 1, ""), "retrain_seconds": ("retrain wall seconds", 1, "")}
+
+
+def seeds_table(results: list[dict]) -> None:
+    """Mean ± std over seeds of the figures in STABLE (run, then retrain, per seed)."""
+    flat = [{**r, **r.get("final", {}), "run_seconds": r["seconds"]["total"]} for r in results]
+    print(f"\n| figure | mean ± std over {len(flat)} seeds | per seed |\n|---|---|---|")
+    for key, (label, scale, unit) in STABLE.items():
+        v = np.array([f[key] for f in flat if key in f], dtype=float) * scale
+        if len(v):
+            print(f"| {label} | {v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f} {unit} | "
+                  + ", ".join(f"{x:.2f}" for x in v) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="score this existing run folder instead of running")
@@ -184,28 +210,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--sweep", action="store_true", help="also print precision/unclear for other margins")
     ap.add_argument("--retrain", action="store_true", help="also retrain the final model and score it and the baselines")
+    ap.add_argument("--seeds", type=int, help="run and retrain with seeds 0..N-1 into OUT/seedK; print mean ± std")
     args = ap.parse_args(argv)
     dev = read_dev()
-    run_dir = args.run
-    if run_dir is None:
+    if args.seeds:
+        results = []
+        for k in range(args.seeds):
+            results.append(main_one(args, dev, args.out / f"seed{k}", k, retrain=True))
+            print(f"seed {k} done", flush=True)
+        seeds_table(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
+    res = main_one(args, dev, args.run, args.seed, args.retrain)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+def main_one(args, dev: dict[str, int], run_dir: Path | None, seed: int | None, retrain: bool) -> dict:
+    """Run (unless ``run_dir`` exists and was given with --run), score, and optionally retrain."""
+    if run_dir is None or args.seeds:
         from pseudolabel.pipeline import run_pipeline
 
+        run_dir = run_dir or args.out
         shared = ROOT.parent / "shared" / "data" / "eyes"
         cfg = with_overrides(load_config(args.pipeline), images=str(shared / "images"),
-                             labels=str(shared / "targets.json"), seed=args.seed)  # fmt: skip
-        run_pipeline(cfg, args.out, overwrite=True, progress=sys.stderr.isatty())
-        run_dir = args.out
+                             labels=str(shared / "targets.json"), seed=seed)  # fmt: skip
+        run_pipeline(cfg, run_dir, overwrite=True, progress=sys.stderr.isatty())
     res = score_run(run_dir, dev)
     print_table(res)
     if args.sweep:
         sweep(run_dir, dev)
-    if args.retrain:
-        fin = final_figures(run_dir, dev, args.seed, quiet=not sys.stderr.isatty())
+    if retrain:
+        fin = final_figures(run_dir, dev, seed, quiet=not sys.stderr.isatty())
         print_final(fin)
         res["final"] = fin
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
-    return 0
+    return res
 
 
 if __name__ == "__main__":

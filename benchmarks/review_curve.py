@@ -11,6 +11,7 @@ labels: on all of them, and on those the reviewer did not answer (held out).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality import _dev_arrays, read_dev  # noqa: E402
 from pseudolabel.config import load_config  # noqa: E402
 from pseudolabel.metrics import classification_metrics  # noqa: E402
+from pseudolabel.report import review_curve_plot  # noqa: E402
 
 
 def answered_copy(run_dir: Path, dest: Path, dev: dict[str, int], k: int) -> list[str]:
@@ -54,26 +56,6 @@ def point(run_dir: Path, dev: dict[str, int], k: int, x_dev, y_dev, names: list[
             "held_out_acc": right[held].mean(), "held_out_n": int(held.sum())}  # fmt: skip
 
 
-def plot(rows: list[dict], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r["answers"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    ax.plot(x, [100 * r["dev_acc"] for r in rows], "o-", label="all 1,000 dev images")
-    ax.plot(x, [100 * r["held_out_acc"] for r in rows], "s--", label="dev images not reviewed")
-    ax.set_xlabel("unclear images reviewed (queue order)")
-    ax.set_ylabel("final model dev accuracy (%)")
-    ax.set_title("What review buys")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a finished `pseudolabel run` folder (left untouched)")
@@ -90,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(f"| {r['answers']} | {100 * r['dev_acc']:.2f} % | {100 * r['dev_eer']:.2f} % "
               f"| {100 * r['held_out_acc']:.2f} % ({r['held_out_n']}) |", flush=True)  # fmt: skip
-    plot(rows, args.png)
-    print(f"\ncurve: {args.png}")
+    review_curve_plot(rows, args.png)
+    points = [{k: float(v) if isinstance(v, np.floating) else v for k, v in r.items()} for r in rows]
+    args.png.with_suffix(".json").write_text(json.dumps({"source": f"benchmarks/review_curve.py --run {args.run}",
+                                                         "points": points}, indent=2))  # the run report shows it
+    print(f"\ncurve: {args.png} and {args.png.with_suffix('.json')}")
     return 0
 
 
