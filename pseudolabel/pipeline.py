@@ -284,6 +284,7 @@ def _summary(cfg: Config, seeds: Seeds, res: RunResult) -> dict:
         "n_student": res.n_student, "n_seed": len(seeds.labels),
         "n_train": len(seeds.train), "n_val": len(seeds.val), "agreement": float(1 - res.votes.disagree.mean()),
         "disagree": int(res.votes.disagree.sum()), "seconds": res.seconds, "issues": res.issues,
+        "label_folds": cfg.label_check.folds,
     }  # fmt: skip
 
 

@@ -118,9 +118,9 @@ def review_curve_section(curve: str | None, run_dir: Path, n_unclear: int, probl
         _table(["reviewed", "final accuracy", "final EER"], rows), "![review curve](review_curve.png)"])
 
 
-def _issues_section(issues: dict[str, str]) -> str:
-    intro = ("A small CNN was trained on the labeled images four times, each time without a quarter of them, and "
-             "scored the quarter it did not see. cleanlab's `find_label_issues` flags the labels those out-of-fold "
+def _issues_section(issues: dict[str, str], folds: int) -> str:
+    intro = (f"A small CNN was trained on the labeled images {folds} times, each time without one of {folds} folds, "
+             "and scored the fold it did not see. cleanlab's `find_label_issues` flags the labels those out-of-fold "
              "scores contradict.")
     if not issues:
         return intro + " It flagged none."
@@ -150,7 +150,7 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
         "![scatter](scatter.png)",
         "Work through `unclear/` in file-name order (most useful first) and move each file into `0/` or `1/`.",
         "## Likely label errors",
-        _issues_section(summary.get("issues", {})),
+        _issues_section(summary.get("issues", {}), summary.get("label_folds", 4)),
         "## What review buys",
         summary.get("review_curve", ""),
         "## Samples",

@@ -34,14 +34,32 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def served(fake_run, tmp_path):
-    state = ReviewState(fake_run, tmp_path / "labels" / "eyes-test" / "reviewed.csv")
+def _serve(run, tmp_path):
+    state = ReviewState(run, tmp_path / "labels" / "eyes-test" / "reviewed.csv")
     server = make_server(state, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/", state
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def served(fake_run, tmp_path):
+    yield from _serve(fake_run, tmp_path)
+
+
+@pytest.fixture
+def served_with_issue(fake_run, tmp_path):
+    """The fake run with the label check's note on its first queue image."""
+    path = fake_run / "predictions.csv"
+    rows = list(csv.DictReader(open(path)))
+    first = min((r for r in rows if r["queue_rank"]), key=lambda r: int(r["queue_rank"]))["image"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, [*rows[0], "issue"])
+        w.writeheader()
+        w.writerows({**r, "issue": "vote says 1 (open); cross-validated P(open) = 0.04" * (r["image"] == first)}
+                    for r in rows)  # fmt: skip
+    yield from _serve(fake_run, tmp_path)
 
 
 def journal(state):
@@ -263,3 +281,18 @@ def test_review_of_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip() == f"pseudolabel: error: not a run folder (no predictions.csv): {tmp_path}"
+
+
+def test_label_check_flag_is_shown(browser, served_with_issue):
+    url, state = served_with_issue
+    page = open_page(browser, url)
+    assert "likely wrong label: vote says 1 (open)" in page.inner_text("#info")
+    grid = open_page(browser, url)
+    grid.keyboard.press("g")
+    grid.wait_for_selector(".cell")
+    assert grid.locator(".cell.issue").count() == 1
+    press_and_wait(page, "0", left(page) - 1)  # answered like any other queue image
+    assert "likely wrong label" not in page.inner_text("#info")
+    page.keyboard.press("g")
+    page.wait_for_selector(".cell")
+    assert page.locator(".cell.issue").count() == 0  # the flagged image has left the queue
