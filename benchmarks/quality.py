@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from pseudolabel.config import load_config, with_overrides  # noqa: E402
 from pseudolabel.metrics import classification_metrics  # noqa: E402
+from pseudolabel.label_issues import flagged_label  # noqa: E402
 from pseudolabel.sort import model_columns  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "eyes" / "dev_labels.csv"
@@ -56,7 +57,7 @@ def score_run(run_dir: Path, dev: dict[str, int]) -> dict:
     out["flagged"], out["flagged_seeds"] = len(flagged), sum(r["source"].startswith("seed") for r in flagged)
     checked = [r for r in flagged if r["image"] in dev]  # flagged images whose true label we know
     out["flagged_dev"] = len(checked)
-    out["flagged_dev_wrong"] = sum(dev[r["image"]] != int(r["issue"].split(" says ")[1][0]) for r in checked)
+    out["flagged_dev_wrong"] = sum(dev[r["image"]] != flagged_label(r["issue"]) for r in checked)
     out["seconds"] = json.loads((run_dir / "timings.json").read_text())
     return out
 
@@ -216,24 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds:
         results = []
         for k in range(args.seeds):
-            results.append(main_one(args, dev, args.out / f"seed{k}", k, retrain=True))
+            results.append(main_one(args, dev, k, retrain=True, out=args.out / f"seed{k}"))
             print(f"seed {k} done", flush=True)
         seeds_table(results)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         return 0
-    res = main_one(args, dev, args.run, args.seed, args.retrain)
+    res = main_one(args, dev, args.seed, args.retrain, run_dir=args.run, out=args.out)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0
 
 
-def main_one(args, dev: dict[str, int], run_dir: Path | None, seed: int | None, retrain: bool) -> dict:
-    """Run (unless ``run_dir`` exists and was given with --run), score, and optionally retrain."""
-    if run_dir is None or args.seeds:
+def main_one(args, dev: dict[str, int], seed: int | None, retrain: bool, run_dir: Path | None = None,
+             out: Path | None = None) -> dict:
+    """Score ``run_dir``, or first run the pipeline into ``out`` when no run_dir is given; optionally retrain."""
+    if run_dir is None:
         from pseudolabel.pipeline import run_pipeline
 
-        run_dir = run_dir or args.out
+        run_dir = out
         shared = ROOT.parent / "shared" / "data" / "eyes"
         cfg = with_overrides(load_config(args.pipeline), images=str(shared / "images"),
                              labels=str(shared / "targets.json"), seed=seed)  # fmt: skip

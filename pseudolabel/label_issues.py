@@ -97,6 +97,17 @@ def requeue(decision: np.ndarray, rank: np.ndarray, flagged: np.ndarray, quality
     return decision, rank
 
 
+def issue_note(seed: bool, label: int, classes: tuple[str, ...], p_open: float) -> str:
+    """The reason shown for a flagged image, e.g. "vote says 1 (open); cross-validated P(open) = 0.04"."""
+    return (f"{'seed label' if seed else 'vote'} says {label} ({classes[label]}); "
+            f"cross-validated P({classes[1]}) = {p_open:.2f}")
+
+
+def flagged_label(note: str) -> int:
+    """The label an image had when it was flagged, read back from its :func:`issue_note`."""
+    return int(note.split(" says ", 1)[1][0])
+
+
 def cnn_fit_predict(channels: int, image_size: int, epochs: int) -> FitPredict:
     """A fit-predict function: yolov8n-cls trained supervised for ``epochs`` (no early stop)."""
 

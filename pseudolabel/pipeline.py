@@ -22,7 +22,7 @@ import numpy as np
 from . import report, sort
 from .config import Config, dump_config
 from .data import Pool, Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
-from .label_issues import cnn_fit_predict, find_issues, out_of_fold_probs, requeue
+from .label_issues import cnn_fit_predict, find_issues, issue_note, out_of_fold_probs, requeue
 from .metrics import classification_metrics
 from .models import SeedModel, create_seed_model
 from .vote import UNCLEAR, Votes, check_margin, vote
@@ -134,11 +134,8 @@ def check_labels(cfg: Config, pool: Pool, seeds: Seeds, decision: np.ndarray, ra
     flagged, quality = find_issues(y, probs, lc.max_share)
     full_flag, full_quality = np.zeros(len(decision), bool), np.ones(len(decision))
     full_flag[labeled], full_quality[labeled] = flagged, quality
-    issues = {
-        pool.names[labeled[j]]: f"{'seed label' if is_seed[j] else 'vote'} says {y[j]} ({cfg.classes[y[j]]}); "
-                                f"cross-validated P({cfg.classes[1]}) = {probs[j, 1]:.2f}"
-        for j in np.flatnonzero(flagged)
-    }  # fmt: skip
+    issues = {pool.names[labeled[j]]: issue_note(bool(is_seed[j]), int(y[j]), cfg.classes, probs[j, 1])
+              for j in np.flatnonzero(flagged)}  # fmt: skip
     return (*requeue(decision, rank, full_flag, full_quality), issues)
 
 

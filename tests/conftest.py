@@ -75,6 +75,21 @@ def make_run(tmp_path: Path, eyes_dir: Path, n: int = 60, seed: int = 0) -> Path
     return run
 
 
+def mark_issue(run: Path, note: str) -> str:
+    """Give the first queue image of ``run`` the label check's ``note`` (an ``issue`` column in
+    predictions.csv, as `pseudolabel run` writes it). Returns that image's name."""
+    import csv
+
+    path = run / "predictions.csv"
+    rows = list(csv.DictReader(open(path)))
+    first = min((r for r in rows if r["queue_rank"]), key=lambda r: int(r["queue_rank"]))["image"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, [*rows[0], "issue"])
+        w.writeheader()
+        w.writerows({**r, "issue": note if r["image"] == first else ""} for r in rows)
+    return first
+
+
 @pytest.fixture
 def fake_run(eyes: Path, tmp_path: Path) -> Path:
     return make_run(tmp_path, eyes)

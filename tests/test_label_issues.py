@@ -124,3 +124,12 @@ def test_flipped_labels_on_real_crops_are_flagged(eyes):
     caught, false_rate = mask[is_flip].mean(), mask[~is_flip].mean()
     print(f"rank AUC {auc:.2f}, flagged {caught:.0%} of flips, {false_rate:.0%} of true labels")
     assert caught >= 0.3 and caught >= 2 * false_rate, f"flagged {caught:.0%} of flips and {false_rate:.0%} of true labels"
+
+
+@pytest.mark.parametrize("seed,label,p", [(True, 0, 0.92), (False, 1, 0.04), (False, 0, 1.0)])
+def test_issue_note_reads_back(seed, label, p):
+    from pseudolabel.label_issues import flagged_label, issue_note
+
+    note = issue_note(seed, label, ("closed", "open"), p)
+    assert note.startswith("seed label says" if seed else "vote says") and f"P(open) = {p:.2f}" in note
+    assert flagged_label(note) == label

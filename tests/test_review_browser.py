@@ -14,7 +14,7 @@ import pytest
 
 from pseudolabel.review import ReviewState
 from pseudolabel.review_server import make_server
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mark_issue
 
 CHROMIUM = os.environ.get("PSEUDOLABEL_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -51,14 +51,7 @@ def served(fake_run, tmp_path):
 @pytest.fixture
 def served_with_issue(fake_run, tmp_path):
     """The fake run with the label check's note on its first queue image."""
-    path = fake_run / "predictions.csv"
-    rows = list(csv.DictReader(open(path)))
-    first = min((r for r in rows if r["queue_rank"]), key=lambda r: int(r["queue_rank"]))["image"]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, [*rows[0], "issue"])
-        w.writeheader()
-        w.writerows({**r, "issue": "vote says 1 (open); cross-validated P(open) = 0.04" * (r["image"] == first)}
-                    for r in rows)  # fmt: skip
+    mark_issue(fake_run, "vote says 1 (open); cross-validated P(open) = 0.04")
     yield from _serve(fake_run, tmp_path)
 
 

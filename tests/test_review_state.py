@@ -5,6 +5,7 @@ import os
 import pytest
 
 from pseudolabel.review import Conflict, ReviewState
+from tests.conftest import mark_issue
 
 
 def state_for(run, tmp_path):
@@ -115,17 +116,9 @@ def test_journaled_move_interrupted_by_a_crash_is_rolled_forward(fake_run, tmp_p
 def test_label_check_marks_reach_the_queue(fake_run, tmp_path):
     """A run with an `issue` column (the label check): the note rides with its queue item and is
     not mistaken for a model's score column."""
-    import csv
-
-    path = fake_run / "predictions.csv"
-    rows = list(csv.DictReader(open(path)))
-    first = min((r for r in rows if r["queue_rank"]), key=lambda r: int(r["queue_rank"]))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, [*rows[0], "issue"])
-        w.writeheader()
-        w.writerows({**r, "issue": "vote says 1 (open); cross-validated P(open) = 0.04" if r is first else ""} for r in rows)
+    first = mark_issue(fake_run, "vote says 1 (open); cross-validated P(open) = 0.04")
     state = ReviewState(fake_run, tmp_path / "journal.csv")
     assert state.models == ["yolov8-cls", "resnet50"]
     items = state.queue()["items"]
-    assert items[0]["image"] == first["image"] and items[0]["issue"].startswith("vote says 1")
+    assert items[0]["image"] == first and items[0]["issue"].startswith("vote says 1")
     assert all(it["issue"] == "" for it in items[1:])
