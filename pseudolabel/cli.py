@@ -113,6 +113,8 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="'yolov8-cls' or any timm model name")
     p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
     p.add_argument("--threshold", choices=["fixed", "dynamic"], help="fixed tau or FlexMatch class-wise thresholds")
+    p.add_argument("--monitor", choices=["accuracy", "loss"], help="keep the epoch with the top validation accuracy "
+                   "(the latest of ties) or the lowest validation loss")
     p.add_argument("--vote-weight", type=float, dest="vote_weight", help="weight of vote-only labels")
     p.add_argument("--unlabeled", choices=["pool", "unclear"], help="unlabeled data: the whole pool or unclear/")
     p.add_argument("--user-threshold", type=float, dest="threshold_user", help="extra threshold to report at")
@@ -127,7 +129,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if not (run / "config.yaml").is_file():
         raise ValueError(f"not a run folder (no config.yaml): {run}")
     over = {f"retrain.{k}": getattr(args, k) for k in
-            ("backbone", "epochs", "threshold", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
+            ("backbone", "epochs", "threshold", "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
     cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
     c, a = m["counts"], m["at_0.5"]

@@ -98,8 +98,9 @@ class FixMatchConfig:
     weight_decay: float = 5e-4  # L2 penalty
     ema: float = 0.99  # EMA decay of the weights that are evaluated and kept
     ema_buffers: str = "copy"  # batch-norm statistics of the EMA model: "copy" the live ones or "average" them
-    patience: int = 6  # stop after this many epochs without a better validation loss
+    patience: int = 6  # stop after this many epochs without a better validation score
     threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
+    monitor: str = "loss"  # which epoch is kept: lowest validation "loss", or the latest with the top "accuracy"
 
 
 @dataclass
@@ -108,6 +109,24 @@ class FitResult:
     best_val_loss: float = math.inf
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+
+
+MONITORS = ("loss", "accuracy")
+
+
+def improved(row: dict, best: dict | None, monitor: str) -> bool:
+    """Whether epoch ``row`` ({"val_loss", "val_acc", ...}) should replace the kept epoch ``best``.
+
+    "loss": a lower validation loss. "accuracy": a validation accuracy at least as high, so ties go to
+    the later, longer-trained epoch; a few dozen validation images saturate accuracy, and their loss
+    rises as the model grows sure of itself while dev accuracy still climbs (measured)."""
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
+    if best is None:
+        return True
+    if monitor == "loss":
+        return row["val_loss"] < best["val_loss"] - 1e-4
+    return row["val_acc"] >= best["val_acc"]
 
 
 def logits_of(out) -> torch.Tensor:
@@ -156,8 +175,9 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
     steps = max(1, math.ceil(len(xu) / ub))
     opt = torch.optim.SGD(module.parameters(), lr=fc.lr, momentum=0.9, nesterov=True, weight_decay=fc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: math.cos(7 * math.pi * s / (16 * fc.epochs * steps)))
-    if fc.threshold not in ("fixed", "flexmatch"):
-        raise ValueError(f"threshold must be 'fixed' or 'flexmatch', got {fc.threshold!r}")
+    for name, value, allowed in (("threshold", fc.threshold, ("fixed", "flexmatch")), ("monitor", fc.monitor, MONITORS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     selected = torch.full((len(xu),), -1, dtype=torch.long)  # FlexMatch's learning status per unlabeled image
     ema, res, best, start = EMA(module, fc.ema, fc.ema_buffers == "average"), FitResult(), None, time.perf_counter()
     bar = tqdm(total=fc.epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
@@ -193,7 +213,7 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
                             "val_acc": va, "lr": sched.get_last_lr()[0]})  # fmt: skip
         if on_epoch is not None:
             on_epoch(res.history[-1], ema.module)
-        if vl < res.best_val_loss - 1e-4:
+        if improved(res.history[-1], None if best is None else res.history[res.best_epoch], fc.monitor):
             res.best_val_loss, res.best_epoch, best = vl, epoch, copy.deepcopy(ema.module.state_dict())
         elif epoch - res.best_epoch >= fc.patience:
             break

@@ -134,7 +134,7 @@ class RunLog:
 def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
     return FixMatchConfig(epochs=rc.epochs, batch_size=rc.batch_size, mu=rc.mu, tau=rc.tau, lambda_u=rc.lambda_u,
                           lr=rc.lr, weight_decay=rc.weight_decay, ema=rc.ema, patience=rc.patience,
-                          threshold="flexmatch" if rc.threshold == "dynamic" else "fixed",
+                          threshold="flexmatch" if rc.threshold == "dynamic" else "fixed", monitor=rc.monitor,
                           ema_buffers="average")  # fmt: skip
 
 

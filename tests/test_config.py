@@ -25,6 +25,8 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("channels: 2\n", "channels"),
         ("yolo:\n  variant: x\n", "variant"),
         ("models: [resnet50]\n", "models"),
+        ("retrain:\n  monitor: val_acc\n", "retrain monitor.*'val_acc'"),
+        ("retrain:\n  unlabeled: all\n", "retrain unlabeled.*'all'"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )

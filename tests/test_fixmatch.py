@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pseudolabel.fixmatch import EMA, confidence_mask, fixmatch_loss, pseudo_label
+from pseudolabel.fixmatch import EMA, confidence_mask, fixmatch_loss, improved, pseudo_label
 
 P = torch.tensor([[0.97, 0.03], [0.5, 0.5], [0.04, 0.96], [0.2, 0.8], [0.05, 0.95]])
 
@@ -86,3 +86,26 @@ def test_flexmatch_thresholds(selected, expected):
 
     got = flexmatch_thresholds(torch.tensor(selected), 2, 0.95)
     assert torch.allclose(got, torch.tensor(expected), atol=1e-6)
+
+
+KEPT = {"val_loss": 0.10, "val_acc": 0.95}
+
+
+@pytest.mark.parametrize(
+    "row, monitor, expected",
+    [
+        ({"val_loss": 0.05, "val_acc": 0.90}, "loss", True),  # lower loss wins, whatever the accuracy
+        ({"val_loss": 0.09995, "val_acc": 1.0}, "loss", False),  # within 1e-4 is no improvement
+        ({"val_loss": 0.30, "val_acc": 0.95}, "accuracy", True),  # a tie goes to the later epoch
+        ({"val_loss": 0.01, "val_acc": 0.90}, "accuracy", False),  # lower accuracy loses, whatever the loss
+        ({"val_loss": 0.50, "val_acc": 1.00}, "accuracy", True),
+    ],
+)
+def test_which_epoch_is_kept(row, monitor, expected):
+    assert improved(row, KEPT, monitor) is expected
+    assert improved(row, None, monitor) is True  # the first epoch is always kept
+
+
+def test_unknown_monitor_is_refused():
+    with pytest.raises(ValueError, match="'val_acc'"):
+        improved(KEPT, KEPT, "val_acc")
