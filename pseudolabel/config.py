@@ -50,8 +50,8 @@ class RetrainConfig:
     # knocked the warmed-up model back (measured), so 0.01
     weight_decay: float = 5e-4  # L2 penalty
     ema: float = 0.999  # EMA decay; the EMA weights are evaluated and exported
-    patience: int = 15  # stop after this many epochs without a better validation score (see monitor)
-    monitor: str = "accuracy"  # the kept epoch: the latest with the top validation "accuracy", or the lowest "loss"
+    patience: int = 15  # with monitor loss or accuracy: stop after this many epochs without a better one
+    monitor: str = "last"  # the kept epoch: the "last" (no early stop), lowest validation "loss" or top "accuracy"
     vote_weight: float = 0.5  # weight of images labeled only by the vote (human labels weigh 1)
     unlabeled: str = "pool"  # "pool": every image is also unlabeled data; "unclear": only unclear/
     review_val_share: float = 0.5  # share of reviewed images held out for validation
@@ -122,7 +122,7 @@ def _validate(cfg: Config) -> None:
     if len(cfg.models) != 2:
         raise ValueError(f"models must name exactly two seed models, got {list(cfg.models)!r}")
     r = cfg.retrain
-    for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", ("accuracy", "loss")),
+    for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", ("last", "accuracy", "loss")),
                          ("unlabeled", ("pool", "unclear"))):  # fmt: skip
         if getattr(r, key) not in allowed:
             raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")

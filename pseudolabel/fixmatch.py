@@ -100,7 +100,7 @@ class FixMatchConfig:
     ema_buffers: str = "copy"  # batch-norm statistics of the EMA model: "copy" the live ones or "average" them
     patience: int = 6  # stop after this many epochs without a better validation score
     threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
-    monitor: str = "loss"  # which epoch is kept: lowest validation "loss", or the latest with the top "accuracy"
+    monitor: str = "loss"  # the kept epoch: the "last", the lowest validation "loss" or the latest top "accuracy"
 
 
 @dataclass
@@ -111,18 +111,19 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-MONITORS = ("loss", "accuracy")
+MONITORS = ("last", "loss", "accuracy")
 
 
 def improved(row: dict, best: dict | None, monitor: str) -> bool:
     """Whether epoch ``row`` ({"val_loss", "val_acc", ...}) should replace the kept epoch ``best``.
 
-    "loss": a lower validation loss. "accuracy": a validation accuracy at least as high, so ties go to
-    the later, longer-trained epoch; a few dozen validation images saturate accuracy, and their loss
-    rises as the model grows sure of itself while dev accuracy still climbs (measured)."""
+    "last": always, so the final epoch is kept and training never stops early. "loss": a lower
+    validation loss. "accuracy": a validation accuracy at least as high (ties go to the later epoch).
+    On a few dozen validation images both signals are noise (measured): the loss rises as the model
+    grows sure of itself, and one hard reviewed image flips the accuracy, stopping training early."""
     if monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
-    if best is None:
+    if best is None or monitor == "last":
         return True
     if monitor == "loss":
         return row["val_loss"] < best["val_loss"] - 1e-4

@@ -99,6 +99,7 @@ KEPT = {"val_loss": 0.10, "val_acc": 0.95}
         ({"val_loss": 0.30, "val_acc": 0.95}, "accuracy", True),  # a tie goes to the later epoch
         ({"val_loss": 0.01, "val_acc": 0.90}, "accuracy", False),  # lower accuracy loses, whatever the loss
         ({"val_loss": 0.50, "val_acc": 1.00}, "accuracy", True),
+        ({"val_loss": 0.50, "val_acc": 0.50}, "last", True),  # the latest epoch always replaces the kept one
     ],
 )
 def test_which_epoch_is_kept(row, monitor, expected):
