@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, load_config, with_overrides
+from .config import MONITORS, Config, load_config, with_overrides
 
 DEFAULT_PIPELINE = "pipelines/eyes.yaml"
 
@@ -113,7 +113,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="'yolov8-cls' or any timm model name")
     p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
     p.add_argument("--threshold", choices=["fixed", "dynamic"], help="fixed tau or FlexMatch class-wise thresholds")
-    p.add_argument("--monitor", choices=["last", "accuracy", "loss"], help="the kept epoch: the last (default, no "
+    p.add_argument("--monitor", choices=MONITORS, help="the kept epoch: the last (default, no "
                    "early stop), the top validation accuracy or the lowest validation loss (early stop after patience)")
     p.add_argument("--vote-weight", type=float, dest="vote_weight", help="weight of vote-only labels")
     p.add_argument("--unlabeled", choices=["pool", "unclear"], help="unlabeled data: the whole pool or unclear/")

@@ -58,6 +58,9 @@ class RetrainConfig:
     threshold_user: float = 0.5  # an extra decision threshold to report figures at
 
 
+MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
+
+
 @dataclass(frozen=True)
 class LabelCheckConfig:
     """Likely-wrong labels in ``pseudolabel run``: cleanlab on out-of-fold probabilities."""
@@ -122,7 +125,7 @@ def _validate(cfg: Config) -> None:
     if len(cfg.models) != 2:
         raise ValueError(f"models must name exactly two seed models, got {list(cfg.models)!r}")
     r = cfg.retrain
-    for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", ("last", "accuracy", "loss")),
+    for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", MONITORS),
                          ("unlabeled", ("pool", "unclear"))):  # fmt: skip
         if getattr(r, key) not in allowed:
             raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")

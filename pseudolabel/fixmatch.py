@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import strong_augment, to_float, weak_augment
+from .config import MONITORS
 
 
 def confidence_mask(probs: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
@@ -109,9 +110,6 @@ class FitResult:
     best_val_loss: float = math.inf
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
-
-
-MONITORS = ("last", "loss", "accuracy")
 
 
 def improved(row: dict, best: dict | None, monitor: str) -> bool:

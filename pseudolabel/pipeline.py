@@ -293,7 +293,7 @@ def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: Run
     names = list(res.scores)
     with open(run_dir / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image", "file", *names, "decision", "queue_rank", "source", "issue"])
+        w.writerow([*sort.PREDICTION_FIELDS[:2], *names, *sort.PREDICTION_FIELDS[2:]])  # image, file, scores, ...
         for i, p in enumerate(placements):
             rank = int(res.votes.rank[i]) if p.folder == "unclear" else ""
             w.writerow([p.image, f"{p.folder}/{p.file}", *(f"{res.scores[n][i]:.6f}" for n in names), p.folder,
