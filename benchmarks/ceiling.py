@@ -37,6 +37,7 @@ def supervised_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: n
     y[train], whatever N is; return the accuracy at 0.5 on x[test]."""
     import torch
 
+    from pseudolabel.augment import to_float
     from pseudolabel.config import SeedTrainConfig
     from pseudolabel.fixmatch import predict_probs
     from pseudolabel.models import build_backbone, fit_module
@@ -47,7 +48,7 @@ def supervised_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: n
     val = train[: max(8, len(train) // 10)]  # a training subset: no early stop (patience = epochs)
     fit_module(net, x[train], y[train], x[val], y[val], SeedTrainConfig(epochs=epochs, batch_size=batch_size,
                lr=2e-3, patience=epochs), seed, "ceiling", False)  # fmt: skip
-    p = predict_probs(net, torch.from_numpy(x[test]).float() / 255)[:, 1].numpy()
+    p = predict_probs(net, to_float(torch.from_numpy(x[test])))[:, 1].numpy()
     return float(np.mean((p >= 0.5) == y[test]))
 
 
