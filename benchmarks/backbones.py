@@ -27,7 +27,7 @@ from pseudolabel.config import SeedTrainConfig, load_config  # noqa: E402
 from pseudolabel.data import Problems  # noqa: E402
 from pseudolabel.metrics import classification_metrics  # noqa: E402
 
-NAMES = ("yolov8-cls", "resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
+NAMES = ("tinycnn", "yolov8-cls", "resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
          "efficientnet_b0", "regnetx_002", "ghostnet_100", "lcnet_100", "convnext_atto")  # fmt: skip
 
 

@@ -110,8 +110,9 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN/final/")
     p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
-    p.add_argument("--backbone", help="'yolov8-cls' or any timm model name")
+    p.add_argument("--backbone", help="'tinycnn', 'yolov8-cls' or any timm model name")
     p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
+    p.add_argument("--pretrain-epochs", type=int, dest="pretrain_epochs", help="SimCLR epochs on the pool first (0: none)")
     p.add_argument("--threshold", choices=["fixed", "dynamic"], help="fixed tau or FlexMatch class-wise thresholds")
     p.add_argument("--monitor", choices=MONITORS, help="the kept epoch: the last (default, no "
                    "early stop), the top validation accuracy or the lowest validation loss (early stop after patience)")
@@ -129,7 +130,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if not (run / "config.yaml").is_file():
         raise ValueError(f"not a run folder (no config.yaml): {run}")
     over = {f"retrain.{k}": getattr(args, k) for k in
-            ("backbone", "epochs", "threshold", "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
+            ("backbone", "epochs", "pretrain_epochs", "threshold", "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
     cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
     c, a = m["counts"], m["at_0.5"]

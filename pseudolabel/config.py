@@ -39,6 +39,8 @@ class RetrainConfig:
     backbone: str = "yolov8-cls"  # "yolov8-cls" or any timm model name
     variant: str = "n"  # yolov8-cls size: n, s or m
     input_size: int = 32  # the network sees images resized to this many pixels
+    pretrain_epochs: int = 0  # SimCLR passes over the pool before any label is seen (0 = none)
+    pretrain_temperature: float = 0.2  # SimCLR softmax temperature
     warmup_epochs: int = 8  # supervised passes over the labeled set first (AdamW); FixMatch starts from there
     epochs: int = 100  # FixMatch passes over the unlabeled set; dev accuracy still climbs at 100 (measured)
     batch_size: int = 32  # labeled images per step
@@ -131,6 +133,9 @@ def _validate(cfg: Config) -> None:
             raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")
     if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):
         raise ValueError(f"retrain: vote_weight, review_val_share and tau must lie in [0, 1], got {r!r}")
+    if r.pretrain_epochs < 0 or r.pretrain_temperature <= 0:
+        raise ValueError(f"retrain: pretrain_epochs >= 0 and pretrain_temperature > 0, got "
+                         f"{r.pretrain_epochs!r} and {r.pretrain_temperature!r}")  # fmt: skip
     lc = cfg.label_check
     if lc.folds < 2 or lc.epochs < 1 or lc.max_train < 2 or not 0.0 <= lc.max_share <= 1.0:
         raise ValueError(f"label_check: folds >= 2, epochs >= 1, max_train >= 2, max_share in [0, 1]; got {lc!r}")

@@ -28,6 +28,7 @@ from .data import Problems, load_image
 from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
 from .metrics import classification_metrics
 from .models import build_backbone, fit_module
+from .pretrain import pretrain_simclr
 from .review import ReviewState, journal_path_for
 
 
@@ -179,6 +180,8 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         torch.manual_seed(cfg.seed)
         module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
         log = RunLog(partial)
+        pre = pretrain_simclr(module, data.x_ulb, epochs=rc.pretrain_epochs, temperature=rc.pretrain_temperature,
+                              seed=cfg.seed, progress=progress) if rc.pretrain_epochs else []  # fmt: skip
         warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
         if rc.warmup_epochs:
             fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, cfg.seed, "warm-up", progress)
@@ -188,7 +191,8 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         score = predict_probs(module, torch.from_numpy(data.x_val).float() / 255)[:, 1].numpy()
         metrics = evaluate_final(data.y_val, score, rc.threshold_user)
         metrics.update(backbone=rc.backbone, parameters=sum(p.numel() for p in module.parameters()),
-                       train_seconds=round(fit.seconds, 1), best_epoch=fit.best_epoch, counts=data.counts,
+                       train_seconds=round(fit.seconds, 1), pretrain_seconds=round(pre[-1]["seconds"], 1) if pre else 0,
+                       pretrain_loss=[round(h["loss"], 4) for h in pre], best_epoch=fit.best_epoch, counts=data.counts,
                        problems=problems.lines)  # fmt: skip
         export_model(module, cfg, partial)
         report.final_plots(data.y_val, score, fit.history, partial)

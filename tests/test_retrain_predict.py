@@ -10,13 +10,13 @@ import torch
 import yaml
 
 from pseudolabel import sort
-from pseudolabel.config import load_config, with_overrides
+from pseudolabel.config import RetrainConfig, load_config, with_overrides
 from pseudolabel.data import Problems, clean_seed_labels, list_images, read_seed_labels, split_seeds
 from pseudolabel.metrics import roc_auc
 from pseudolabel.models import build_backbone
 from tests.conftest import ROOT, tree_digest
 
-FAST = {"retrain.epochs": 12, "retrain.ema": 0.9, "retrain.mu": 2, "retrain.patience": 12}
+FAST = {"retrain.epochs": 12, "retrain.ema": 0.9, "retrain.mu": 2, "retrain.patience": 12, "retrain.pretrain_epochs": 3}
 
 
 def make_seed_run(tmp, eyes, n=300):
@@ -91,7 +91,7 @@ def test_a_few_retrain_steps_beat_the_untrained_model(trained):
     clf = EyeStateClassifier.load(run)
     trained_auc = roc_auc(y, clf.predict_many([images / v for v in val]))
     torch.manual_seed(0)
-    untrained = build_backbone("yolov8-cls", 1, 24).eval()
+    untrained = build_backbone(load_config(run / "config.yaml").retrain.backbone, 1, 24).eval()
     x = torch.from_numpy(clf.load_images([images / v for v in val])).float() / 255
     with torch.no_grad():
         untrained_auc = roc_auc(y, untrained(x).softmax(1)[:, 1].numpy())
@@ -168,4 +168,4 @@ def test_retrain_refuses_existing_final_without_overwrite(trained):
 def test_config_has_retrain_section():
     cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
     assert load_config(ROOT / "pipelines" / "eyes.yaml").retrain.backbone == (cfg.get("retrain") or {}).get(
-        "backbone", "yolov8-cls")
+        "backbone", RetrainConfig().backbone)

@@ -1,0 +1,106 @@
+"""Self-supervised pretraining on the pool (SimCLR, Chen et al. 2020) before the final model trains.
+
+Two strong views of each unlabeled crop should map to nearby embeddings and away from every
+other crop in the batch. The embedding is the input of the network's last linear layer, so any
+backbone works; a small projection head is trained alongside and then thrown away.
+
+>>> loss = nt_xent(z1, z2, temperature=0.2)          # pure: (N, D), (N, D) -> scalar
+>>> pretrain_simclr(module, x_pool, epochs=60)        # trains ``module`` in place
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .augment import strong_augment, to_float
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's contrastive loss. z1, z2: (N, D) embeddings of two views of the same N images
+    (row i of z1 and of z2 are a positive pair; the other 2N - 2 rows are negatives). Scalar."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if z1.shape != z2.shape or z1.ndim != 2 or len(z1) < 2:
+        raise ValueError(f"need two (N >= 2, D) embeddings of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1)
+    sim = (z @ z.t() / temperature).fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return F.cross_entropy(sim, target)
+
+
+def last_linear(module: nn.Module) -> nn.Linear:
+    """The network's final linear layer (its input is the embedding)."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(module).__name__} has no linear layer to take an embedding from")
+    return linears[-1]
+
+
+@contextmanager
+def embedding_tap(module: nn.Module):
+    """Within the block, ``tap[0]`` holds the (N, D) input of the last linear layer after each forward."""
+    tap: list[torch.Tensor] = []
+
+    def hook(_mod, args):
+        tap[:] = [args[0]]
+
+    handle = last_linear(module).register_forward_pre_hook(hook)
+    try:
+        yield tap
+    finally:
+        handle.remove()
+
+
+def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch_size: int = 256,
+                    temperature: float = 0.2, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> list[dict]:
+    """Train ``module``'s layers up to its last linear layer with SimCLR on (N, C, H, W) uint8 images.
+
+    Returns one row per epoch: {"epoch", "loss", "seconds"}. The last linear layer is untouched."""
+    from tqdm import tqdm
+
+    if len(x_pool) < 2 * batch_size:
+        batch_size = max(2, len(x_pool) // 2)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x = to_float(torch.from_numpy(x_pool))
+    final = last_linear(module)
+    dim = final.in_features
+    head = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim))
+    skip = {id(p) for p in final.parameters()}
+    params = [p for p in module.parameters() if id(p) not in skip]
+    opt = torch.optim.AdamW(params + list(head.parameters()), lr=lr, weight_decay=1e-4)
+    steps = len(x) // batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps, pct_start=0.05)
+    history, start = [], time.perf_counter()
+    bar = tqdm(total=epochs * steps, desc="pretrain (SimCLR)", unit="step", disable=not progress, leave=False)
+    module.train()
+    for m in module.modules():  # the embedding is taken before dropout would act on it
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    with embedding_tap(module) as tap:
+        for epoch in range(epochs):
+            perm, total = torch.randperm(len(x), generator=g), 0.0
+            for s in range(steps):
+                b = x[perm[s * batch_size : (s + 1) * batch_size]]
+                module(torch.cat([strong_augment(b, g=g), strong_augment(b, g=g)]))
+                z = head(tap[0])
+                loss = nt_xent(z[: len(b)], z[len(b) :], temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() / steps
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            history.append({"epoch": epoch, "loss": total, "seconds": time.perf_counter() - start})
+            if not math.isfinite(total):
+                raise ValueError(f"SimCLR loss is {total} at epoch {epoch}: lower pretrain_lr")
+    bar.close()
+    return history
