@@ -101,6 +101,6 @@ def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             history.append({"epoch": epoch, "loss": total, "seconds": time.perf_counter() - start})
             if not math.isfinite(total):
-                raise ValueError(f"SimCLR loss is {total} at epoch {epoch}: lower pretrain_lr")
+                raise ValueError(f"SimCLR loss is {total} at epoch {epoch}: lower lr (now {lr})")
     bar.close()
     return history
