@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MONITORS, Config, load_config, with_overrides
+from .config import BACKBONE_HELP, MONITORS, Config, load_config, with_overrides
 
 DEFAULT_PIPELINE = "pipelines/eyes.yaml"
 
@@ -110,7 +110,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN/final/")
     p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
-    p.add_argument("--backbone", help="'tinycnn', 'yolov8-cls' or any timm model name")
+    p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
     p.add_argument("--pretrain-epochs", type=int, dest="pretrain_epochs", help="SimCLR epochs on the pool first (0: none)")
     p.add_argument("--threshold", choices=["fixed", "dynamic"], help="fixed tau or FlexMatch class-wise thresholds")

@@ -36,7 +36,7 @@ class SeedTrainConfig:
 class RetrainConfig:
     """The final model: FixMatch on the merged set (USB/semilearn defaults, adapted to tiny crops)."""
 
-    backbone: str = "tinycnn"  # "tinycnn" (70 k params, at 24 px), "yolov8-cls" or any timm model name
+    backbone: str = "tinycnn"  # "tinycnn" (72 k params, at 24 px), "yolov8-cls" or any timm model name
     variant: str = "n"  # yolov8-cls size: n, s or m
     input_size: int = 32  # the network sees images resized to this many pixels
     pretrain_epochs: int = 60  # SimCLR passes over the pool before any label is seen (0 = none); ~4 min
@@ -61,6 +61,7 @@ class RetrainConfig:
 
 
 MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
+BACKBONE_HELP = "'tinycnn', 'yolov8-cls' or any timm model name"  # what retrain.backbone accepts
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from pseudolabel.augment import to_float
 from pseudolabel.models import TinyCNN, build_backbone
 from pseudolabel.pretrain import embedding_tap, last_linear, nt_xent, pretrain_simclr
 from tests.test_label_issues import _dev_subset
@@ -64,7 +65,7 @@ def _probe(net, x, y) -> float:
 
     net.eval()
     with torch.no_grad(), embedding_tap(net) as tap:
-        net(torch.from_numpy(x).float() / 255)
+        net(to_float(torch.from_numpy(x)))
         f = torch.nn.functional.normalize(tap[0], dim=1).numpy()
     h = len(x) // 2
     return LogisticRegression(C=10, max_iter=2000).fit(f[:h], y[:h]).score(f[h:], y[h:])
