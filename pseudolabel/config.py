@@ -39,7 +39,7 @@ class RetrainConfig:
     backbone: str = "tinycnn"  # "tinycnn" (72 k params, at 24 px), "yolov8-cls" or any timm model name
     variant: str = "n"  # yolov8-cls size: n, s or m
     input_size: int = 32  # the network sees images resized to this many pixels
-    pretrain_epochs: int = 60  # SimCLR passes over the pool before any label is seen (0 = none); 3.5-5 min here
+    pretrain_epochs: int = 60  # SimCLR passes over the pool before any label is seen (0 = none); 2-5 min here
     pretrain_temperature: float = 0.2  # SimCLR softmax temperature
     warmup_epochs: int = 8  # supervised passes over the labeled set first (AdamW); FixMatch starts from there
     epochs: int = 100  # FixMatch passes over the unlabeled set; dev accuracy still climbs at 100 (measured)
