@@ -175,17 +175,16 @@ class TinyCNN(nn.Module):
         self.features = nn.Sequential(*_conv_pair(channels, w), nn.MaxPool2d(2), *_conv_pair(w, 2 * w),
                                       nn.MaxPool2d(2), *_conv_pair(2 * w, 4 * w), nn.MaxPool2d(2))  # fmt: skip
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, 2))
-        self.to(memory_format=torch.channels_last)  # ~30 % faster training steps on this CPU (measured)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
+        return self.head(self.features(x))
 
 
 def build_backbone(name: str, channels: int, image_size: int, input_size: int = 32, variant: str = "n") -> nn.Module:
     """"tinycnn" (at the image size), "yolov8-cls" (ultralytics' rounded ``input_size``) or any timm
     model name (resized to ``input_size``), with ``channels`` inputs and 2 outputs."""
-    if name == "tinycnn":
-        return TinyCNN(channels)
+    if name == "tinycnn":  # channels-last via _Resize (no resize): ~30 % faster training steps here (measured)
+        return _Resize(TinyCNN(channels), image_size)
     if name == "yolov8-cls":
         from .yolo import build_yolo_cls
 
