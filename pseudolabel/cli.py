@@ -112,6 +112,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
     p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
+    p.add_argument("--members", type=int, help="networks trained apart and averaged (each adds a full training)")
     p.add_argument("--pretrain-epochs", type=int, dest="pretrain_epochs", help="SimCLR epochs on the pool first (0: none)")
     p.add_argument("--threshold", choices=["fixed", "dynamic"], help="fixed tau or FlexMatch class-wise thresholds")
     p.add_argument("--monitor", choices=MONITORS, help="the kept epoch: the last (default, no "
@@ -130,13 +131,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if not (run / "config.yaml").is_file():
         raise ValueError(f"not a run folder (no config.yaml): {run}")
     over = {f"retrain.{k}": getattr(args, k) for k in
-            ("backbone", "epochs", "pretrain_epochs", "threshold", "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
+            ("backbone", "members", "epochs", "pretrain_epochs", "threshold", "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
     cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
     c, a = m["counts"], m["at_0.5"]
     print(f"labeled {c['labeled']} (vote-only {c['vote']}, reviewed {c['reviewed']}), unlabeled {c['unlabeled']}, "
           f"validation {c['validation']}")  # fmt: skip
-    print(f"{m['backbone']} ({m['parameters'] / 1e6:.2f} M params): validation accuracy {a['accuracy']:.3f}, "
+    n = len(m["members"])
+    name = m["backbone"] if n == 1 else f"{n} x {m['backbone']}"
+    print(f"{name} ({m['parameters'] / 1e6:.2f} M params): validation accuracy {a['accuracy']:.3f}, "
           f"EER {m['eer']:.3f} at {m['eer_threshold']:.2f}, ROC AUC {m['roc_auc']:.3f}; {m['seconds']:.0f} s")
     print(f"exported {run / 'final' / 'model.ts'} and model.onnx; metrics and plots in {run / 'final'}")
     return 0

@@ -39,6 +39,8 @@ class RetrainConfig:
     backbone: str = "tinycnn"  # "tinycnn" (72 k params, at 24 px), "yolov8-cls" or any timm model name
     variant: str = "n"  # yolov8-cls size: n, s or m
     input_size: int = 32  # the network sees images resized to this many pixels
+    members: int = 1  # networks trained apart (own seed, own pretraining) and averaged into one exported model;
+    # each member adds one full training to the retrain time
     pretrain_epochs: int = 60  # SimCLR passes over the pool before any label is seen (0 = none); 2-5 min here
     pretrain_temperature: float = 0.2  # SimCLR softmax temperature
     warmup_epochs: int = 8  # supervised passes over the labeled set first (AdamW); FixMatch starts from there
@@ -134,6 +136,8 @@ def _validate(cfg: Config) -> None:
             raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")
     if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):
         raise ValueError(f"retrain: vote_weight, review_val_share and tau must lie in [0, 1], got {r!r}")
+    if not isinstance(r.members, int) or r.members < 1:
+        raise ValueError(f"retrain members must be a whole number >= 1, got {r.members!r}")
     if r.pretrain_epochs < 0 or r.pretrain_temperature <= 0:
         raise ValueError(f"retrain: pretrain_epochs >= 0 and pretrain_temperature > 0, got "
                          f"{r.pretrain_epochs!r} and {r.pretrain_temperature!r}")  # fmt: skip

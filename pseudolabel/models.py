@@ -180,6 +180,21 @@ class TinyCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class Ensemble(nn.Module):
+    """Networks trained apart, averaged: (N, C, H, W) -> (N, K) log of the mean softmax probabilities,
+    so a softmax on top gives the mean probabilities (what :func:`predict_probs` and the export apply)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([logits_of(m(x)).softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
 def build_backbone(name: str, channels: int, image_size: int, input_size: int = 32, variant: str = "n") -> nn.Module:
     """"tinycnn" (at the image size), "yolov8-cls" (ultralytics' rounded ``input_size``) or any timm
     model name (resized to ``input_size``), with ``channels`` inputs and 2 outputs."""

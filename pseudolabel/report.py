@@ -171,8 +171,9 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
     return path
 
 
-def final_plots(y: np.ndarray, score: np.ndarray, history: list[dict], out: Path) -> None:
-    """roc.png, hist.png (scores per true class) and curves.png (losses and mask rate) for the final model."""
+def final_plots(y: np.ndarray, score: np.ndarray, histories: list[list[dict]], out: Path) -> None:
+    """roc.png, hist.png (scores per true class) and curves.png (losses and mask rate, one set of
+    lines per ensemble member's FixMatch history) for the final model."""
     from .metrics import eer, roc_curve
 
     plt = _plt()
@@ -196,10 +197,12 @@ def final_plots(y: np.ndarray, score: np.ndarray, history: list[dict], out: Path
     fig.savefig(out / "hist.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
-    ep = [h["epoch"] for h in history]
-    ax.plot(ep, [h["train_loss"] for h in history], label="train loss")
-    ax.plot(ep, [h["val_loss"] for h in history], label="validation loss")
-    ax.plot(ep, [h["mask_rate"] for h in history], ls="--", label="mask rate (unlabeled above τ)")
+    for k, history in enumerate(histories):
+        ep, tag = [h["epoch"] for h in history], f" (member {k + 1})" if len(histories) > 1 else ""
+        ax.plot(ep, [h["train_loss"] for h in history], c="C0", alpha=1 / (k + 1), label="train loss" + tag)
+        ax.plot(ep, [h["val_loss"] for h in history], c="C1", alpha=1 / (k + 1), label="validation loss" + tag)
+        ax.plot(ep, [h["mask_rate"] for h in history], c="C2", alpha=1 / (k + 1), ls="--",
+                label="mask rate (unlabeled above τ)" + tag)  # fmt: skip
     ax.set(xlabel="epoch", title="FixMatch training")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -27,7 +27,7 @@ from .config import Config, RetrainConfig, SeedTrainConfig, dump_config
 from .data import Problems, load_image
 from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
 from .metrics import classification_metrics
-from .models import build_backbone, fit_module
+from .models import Ensemble, build_backbone, fit_module
 from .pretrain import pretrain_simclr
 from .review import ReviewState, journal_path_for
 
@@ -115,8 +115,10 @@ class RunLog:
         self.csv_path = out / "log.csv"
         self.tb = SummaryWriter(str(out / "tensorboard"))
         self.header = False
+        self.member = 0  # which ensemble member is training: a column in the CSV, a tag prefix in TensorBoard
 
     def __call__(self, row: dict, _module) -> None:
+        row = {"member": self.member, **row}
         with open(self.csv_path, "a", newline="") as f:
             w = csv.DictWriter(f, list(row))
             if not self.header:
@@ -124,8 +126,8 @@ class RunLog:
                 self.header = True
             w.writerow(row)
         for k, v in row.items():
-            if k != "epoch":
-                self.tb.add_scalar(k, v, row["epoch"])
+            if k not in ("epoch", "member"):
+                self.tb.add_scalar(f"member{self.member}/{k}", v, row["epoch"])
         self.tb.flush()
 
     def close(self) -> None:
@@ -137,6 +139,46 @@ def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
                           lr=rc.lr, weight_decay=rc.weight_decay, ema=rc.ema, patience=rc.patience,
                           threshold="flexmatch" if rc.threshold == "dynamic" else "fixed", monitor=rc.monitor,
                           ema_buffers="average")  # fmt: skip
+
+
+def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None):
+    """One network, start to end: SimCLR on the unlabeled set, a supervised warm-up, then FixMatch.
+
+    Returns (module with the kept EMA weights, FitResult, SimCLR history rows)."""
+    rc = cfg.retrain
+    torch.manual_seed(seed)
+    module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
+    pre = pretrain_simclr(module, data.x_ulb, epochs=rc.pretrain_epochs, temperature=rc.pretrain_temperature,
+                          seed=seed, progress=progress) if rc.pretrain_epochs else []  # fmt: skip
+    warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
+    if rc.warmup_epochs:
+        fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, seed, "warm-up", progress)
+    fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc),
+                       seed, f"retrain {rc.backbone} (seed {seed})", progress, w_lb=data.w_lb, on_epoch=on_epoch)  # fmt: skip
+    return module, fit, pre
+
+
+def member_seed(seed: int, k: int) -> int:
+    """Member k of an ensemble trains with its own seed; member 0 keeps the run's seed."""
+    return seed + 1000 * k
+
+
+def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True):
+    """``retrain.members`` networks, each trained apart with :func:`train_member` and its own seed,
+    logged to ``out``. Returns (the network or their :class:`Ensemble`, per-member summaries,
+    per-member FixMatch histories)."""
+    log, modules, members, histories = RunLog(out), [], [], []
+    for k in range(cfg.retrain.members):
+        log.member = k
+        module, fit, pre = train_member(cfg, data, member_seed(cfg.seed, k), progress, on_epoch=log)
+        modules.append(module)
+        histories.append(fit.history)
+        members.append({"seed": member_seed(cfg.seed, k), "best_epoch": fit.best_epoch,
+                        "train_seconds": round(fit.seconds, 1),
+                        "pretrain_seconds": round(pre[-1]["seconds"], 1) if pre else 0,
+                        "pretrain_loss": [round(h["loss"], 4) for h in pre]})  # fmt: skip
+    log.close()
+    return (modules[0] if len(modules) == 1 else Ensemble(modules)), members, histories
 
 
 def evaluate_final(y: np.ndarray, score: np.ndarray, user_threshold: float) -> dict:
@@ -177,25 +219,15 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     partial.mkdir()
     try:
         rc = cfg.retrain
-        torch.manual_seed(cfg.seed)
-        module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
-        log = RunLog(partial)
-        pre = pretrain_simclr(module, data.x_ulb, epochs=rc.pretrain_epochs, temperature=rc.pretrain_temperature,
-                              seed=cfg.seed, progress=progress) if rc.pretrain_epochs else []  # fmt: skip
-        warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
-        if rc.warmup_epochs:
-            fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, cfg.seed, "warm-up", progress)
-        fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc),
-                           cfg.seed, f"retrain {rc.backbone}", progress, w_lb=data.w_lb, on_epoch=log)  # fmt: skip
-        log.close()
+        module, members, histories = train_members(cfg, data, partial, progress)
         score = predict_probs(module, torch.from_numpy(data.x_val).float() / 255)[:, 1].numpy()
         metrics = evaluate_final(data.y_val, score, rc.threshold_user)
         metrics.update(backbone=rc.backbone, parameters=sum(p.numel() for p in module.parameters()),
-                       train_seconds=round(fit.seconds, 1), pretrain_seconds=round(pre[-1]["seconds"], 1) if pre else 0,
-                       pretrain_loss=[round(h["loss"], 4) for h in pre], best_epoch=fit.best_epoch, counts=data.counts,
-                       problems=problems.lines)  # fmt: skip
+                       train_seconds=round(sum(m["train_seconds"] for m in members), 1),
+                       pretrain_seconds=round(sum(m["pretrain_seconds"] for m in members), 1), members=members,
+                       counts=data.counts, problems=problems.lines)  # fmt: skip
         export_model(module, cfg, partial)
-        report.final_plots(data.y_val, score, fit.history, partial)
+        report.final_plots(data.y_val, score, histories, partial)
         dump_config(cfg, partial / "config.yaml")
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))

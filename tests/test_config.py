@@ -27,6 +27,8 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("models: [resnet50]\n", "models"),
         ("retrain:\n  monitor: val_acc\n", "retrain monitor.*'val_acc'"),
         ("retrain:\n  unlabeled: all\n", "retrain unlabeled.*'all'"),
+        ("retrain:\n  members: 0\n", "retrain members.*0"),
+        ("retrain:\n  members: '2'\n", "retrain members.*'2'"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )

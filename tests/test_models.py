@@ -60,3 +60,44 @@ def test_a_few_supervised_epochs_on_real_crops_beat_chance(eyes):
     train_acc = (model.predict_proba(xs(train)).argmax(1) == ys(train)).mean()
     assert train_acc > 0.8
     assert len(model.history) >= 1 and model.fit_seconds > 0
+
+
+SIGMOID_2 = 1 / (1 + np.exp(-2.0))  # P(open) of logits (0, 2)
+
+
+class _Fixed(torch.nn.Module):
+    """A fake member: returns the same logits for every input row."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+@pytest.mark.parametrize(
+    "member_logits,expected_p_open",
+    [
+        ([[0.0, 0.0]], 0.5),
+        ([[0.0, 10.0], [10.0, 0.0]], 0.5),  # sure open + sure closed -> undecided
+        ([[0.0, 0.0], [0.0, 100.0]], 0.75),  # the mean of the probabilities, not of the logits
+        ([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0]], (1 + SIGMOID_2) / 3),  # (1 - s) + s + s over 3
+    ],
+)
+def test_ensemble_averages_member_probabilities(member_logits, expected_p_open):
+    from pseudolabel.fixmatch import predict_probs
+    from pseudolabel.models import Ensemble
+
+    ens = Ensemble([_Fixed(l) for l in member_logits])
+    probs = predict_probs(ens, torch.rand(3, 1, 24, 24))
+    assert probs.shape == (3, 2)
+    np.testing.assert_allclose(probs[:, 1].numpy(), expected_p_open, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(1).numpy(), 1.0, atol=1e-6)
+
+
+def test_empty_ensemble_is_an_error():
+    from pseudolabel.models import Ensemble
+
+    with pytest.raises(ValueError, match="at least one member"):
+        Ensemble([])

@@ -98,18 +98,23 @@ def test_a_few_retrain_steps_beat_the_untrained_model(trained):
     assert trained_auc >= 0.75 and trained_auc > untrained_auc + 0.1, (trained_auc, untrained_auc)
 
 
-def test_onnx_runtime_matches_torch(trained, eyes):
+def assert_onnx_matches_torch(run, images, n):
+    """ONNX Runtime and the TorchScript model give the same P(open) on n real crops, within 1e-4."""
     import onnxruntime as ort
 
     from pseudolabel import EyeStateClassifier
 
-    run, images, *_ = trained
     clf = EyeStateClassifier.load(run)
-    x = clf.load_images(sorted(images.iterdir())[:64])
+    x = clf.load_images(sorted(images.iterdir())[:n])
     sess = ort.InferenceSession(str(run / "final" / "model.onnx"), providers=["CPUExecutionProvider"])
     onnx_probs = sess.run(None, {"images": x.astype(np.float32) / 255})[0]
     np.testing.assert_allclose(onnx_probs[:, 1], clf.predict_array(x), atol=1e-4)
     np.testing.assert_allclose(onnx_probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_onnx_runtime_matches_torch(trained):
+    run, images, *_ = trained
+    assert_onnx_matches_torch(run, images, 64)
 
 
 def test_api_contract(trained):
@@ -169,3 +174,19 @@ def test_config_has_retrain_section():
     cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
     assert load_config(ROOT / "pipelines" / "eyes.yaml").retrain.backbone == (cfg.get("retrain") or {}).get(
         "backbone", RetrainConfig().backbone)
+
+
+def test_two_members_train_apart_and_export_as_one_model(tmp_path, eyes):
+    """retrain.members = 2: two networks with their own seeds, one exported model that averages them."""
+    from pseudolabel.retrain import retrain
+
+    run, images, *_ = make_seed_run(tmp_path, eyes, n=200)
+    cfg = with_overrides(load_config(run / "config.yaml"), seed=3, **{"retrain.members": 2, "retrain.epochs": 2,
+                                                                     "retrain.pretrain_epochs": 1})  # fmt: skip
+    m = retrain(cfg, run, tmp_path / "journal.csv", progress=False)
+    assert [x["seed"] for x in m["members"]] == [3, 1003]
+    single = sum(p.numel() for p in build_backbone(cfg.retrain.backbone, 1, 24).parameters())
+    assert m["parameters"] == 2 * single
+    log = list(csv.DictReader(open(run / "final" / "log.csv")))
+    assert [r["member"] for r in log] == ["0", "0", "1", "1"]
+    assert_onnx_matches_torch(run, images, 32)
