@@ -121,7 +121,8 @@ def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: b
     x_dev, y_dev, _ = _dev_arrays(run_dir, dev, cfg.image_size, cfg.channels)
     clf = EyeStateClassifier.load(run_dir)
     m = cm(y_dev, clf.predict_array(x_dev))
-    out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=json.loads((run_dir / "final" / "metrics.json").read_text())["parameters"])
+    fm = json.loads((run_dir / "final" / "metrics.json").read_text())
+    out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=fm["parameters"], members=len(fm.get("members", [0])))
     out.update(baselines(run_dir, cfg, x_dev, y_dev))
     out.update(throughput(clf, run_dir))
     return out
@@ -176,7 +177,7 @@ def throughput(clf, run_dir: Path, n: int = 4000, batch: int = 512) -> dict:
 
 def print_final(res: dict) -> None:
     print("\n| final model (retrain) | dev accuracy | dev EER | target |\n|---|---|---|---|")
-    print(f"| pipeline: FixMatch on the merged set ({res['params'] / 1e6:.2f} M params) | {100 * res['final_acc']:.2f} % "
+    print(f"| pipeline: FixMatch on the merged set, {res.get('members', 1)} member(s) ({res['params'] / 1e6:.2f} M params) | {100 * res['final_acc']:.2f} % "
           f"| {100 * res['final_eer']:.2f} % | >= 97 %, <= 3 % |")
     print(f"| baseline: same network, 80 seed labels only | {100 * res['supervised_acc']:.2f} % | {100 * res['supervised_eer']:.2f} % | |")
     print(f"| baseline: logistic regression on raw pixels, 80 seed labels | {100 * res['logreg_acc']:.2f} % | {100 * res['logreg_eer']:.2f} % | |")
