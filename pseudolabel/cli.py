@@ -130,8 +130,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not (run / "config.yaml").is_file():
         raise ValueError(f"not a run folder (no config.yaml): {run}")
-    over = {f"retrain.{k}": getattr(args, k) for k in
-            ("backbone", "members", "epochs", "pretrain_epochs", "threshold", "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
+    over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
+                                                       "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
     cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
     c, a = m["counts"], m["at_0.5"]

@@ -153,8 +153,8 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
     if rc.warmup_epochs:
         fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, seed, "warm-up", progress)
-    fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc),
-                       seed, f"retrain {rc.backbone} (seed {seed})", progress, w_lb=data.w_lb, on_epoch=on_epoch)  # fmt: skip
+    fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc), seed,
+                       f"retrain {rc.backbone} (seed {seed})", progress, w_lb=data.w_lb, on_epoch=on_epoch)  # fmt: skip
     return module, fit, pre
 
 
@@ -169,11 +169,11 @@ def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True
     per-member FixMatch histories)."""
     log, modules, members, histories = RunLog(out), [], [], []
     for k in range(cfg.retrain.members):
-        log.member = k
-        module, fit, pre = train_member(cfg, data, member_seed(cfg.seed, k), progress, on_epoch=log)
+        log.member, seed = k, member_seed(cfg.seed, k)
+        module, fit, pre = train_member(cfg, data, seed, progress, on_epoch=log)
         modules.append(module)
         histories.append(fit.history)
-        members.append({"seed": member_seed(cfg.seed, k), "best_epoch": fit.best_epoch,
+        members.append({"seed": seed, "best_epoch": fit.best_epoch,
                         "train_seconds": round(fit.seconds, 1),
                         "pretrain_seconds": round(pre[-1]["seconds"], 1) if pre else 0,
                         "pretrain_loss": [round(h["loss"], 4) for h in pre]})  # fmt: skip
