@@ -28,9 +28,15 @@ def job(tmp_path, eyes, small_pool):
     return tmp_path, images, write_pipeline(tmp_path, images, labels)
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C acts as it does in a terminal, even when the test runner was started in
+    the background by a shell, which ignores SIGINT in its background jobs (and the child inherits it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pseudolabel.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)  # fmt: skip
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
