@@ -44,24 +44,23 @@ def parse_spec(spec: str) -> tuple[str, int, dict]:
     return name, int(seed), over
 
 
-def train_scores(run: Path, specs: list[str], x_dev: np.ndarray, progress: bool) -> dict[str, np.ndarray]:
-    """Train each spec's member on the run's merged set; {name: (N,) dev P(open)}."""
+def train_scores(run: Path, specs: list[str], x_dev: np.ndarray, progress: bool):
+    """Train each spec's member on the run's merged set; yields (name, (N,) dev P(open)) as each finishes."""
     import torch
 
+    from pseudolabel.augment import to_float
     from pseudolabel.data import Problems
     from pseudolabel.fixmatch import predict_probs
     from pseudolabel.retrain import gather, train_member
 
     base = load_config(run / "config.yaml")
     data = gather(base, run, run / "bench-journal.csv", Problems(quiet=True))
-    out = {}
     for spec in specs:
         name, seed, over = parse_spec(spec)
         t = time.perf_counter()
         module, _, _ = train_member(with_overrides(base, **over), data, seed, progress)
-        out[name] = predict_probs(module, torch.from_numpy(x_dev).float() / 255)[:, 1].numpy()
         print(f"{name}: trained in {time.perf_counter() - t:.0f} s", flush=True)
-    return out
+        yield name, predict_probs(module, to_float(torch.from_numpy(x_dev)))[:, 1].numpy()
 
 
 def table(scores: dict[str, np.ndarray], y: np.ndarray, max_size: int) -> None:
@@ -84,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.run / "config.yaml")
     x_dev, y_dev, _ = _dev_arrays(args.run, read_dev(), cfg.image_size, cfg.channels)
     scores = {k: v for k, v in np.load(args.scores).items()} if args.scores.exists() else {}
-    for name, s in train_scores(args.run, args.specs, x_dev, sys.stderr.isatty()).items():
+    for name, s in train_scores(args.run, args.specs, x_dev, sys.stderr.isatty()):
         scores[name] = s
-        np.savez(args.scores, **scores)
+        np.savez(args.scores, **scores)  # kept as each member finishes
     table(scores, y_dev, args.max_size)
     return 0
 
