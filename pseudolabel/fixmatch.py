@@ -153,6 +153,23 @@ def evaluate(module: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> tuple[flo
     return F.nll_loss(pv.clamp_min(1e-7).log(), yv).item(), (pv.argmax(1) == yv).float().mean().item()
 
 
+def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tensor, g: torch.Generator,
+          selected: torch.Tensor, ui: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The loss of one FixMatch step. labeled: ((B, C, H, W) images, (B,) labels, (B,) weights or None);
+    x_u: (uB, C, H, W) unlabeled images, ``ui`` their indices into ``selected`` (FlexMatch's status)."""
+    x_l, y_l, w_l = labeled
+    module.train()
+    with torch.no_grad():  # train mode: batch statistics, as in the step itself
+        probs_w = logits_of(module(weak_augment(x_u, g))).softmax(1)
+    tau = fc.tau
+    if fc.threshold == "flexmatch":
+        conf, pred = probs_w.max(1)
+        selected[ui[conf > fc.tau]] = pred[conf > fc.tau]
+        tau = flexmatch_thresholds(selected, probs_w.shape[1], fc.tau)
+    logits = logits_of(module(torch.cat([weak_augment(x_l, g), strong_augment(x_u, g=g)])))
+    return fixmatch_loss(logits[: len(x_l)], y_l, logits[len(x_l) :], probs_w, tau, fc.lambda_u, w_l)
+
+
 def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: np.ndarray, x_val: np.ndarray,
                  y_val: np.ndarray, fc: FixMatchConfig, seed: int = 0, desc: str = "fixmatch", progress: bool = True,
                  w_lb: np.ndarray | None = None, on_epoch=None) -> FitResult:
@@ -186,18 +203,8 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
         for s in range(steps):
             li = torch.randint(len(xl), (fc.batch_size,), generator=g)
             ui = perm[s * ub : (s + 1) * ub]
-            module.train()
-            with torch.no_grad():  # train mode: batch statistics, as in the step itself
-                probs_w = logits_of(module(weak_augment(xu[ui], g))).softmax(1)
-            tau = fc.tau
-            if fc.threshold == "flexmatch":
-                conf, pred = probs_w.max(1)
-                selected[ui[conf > fc.tau]] = pred[conf > fc.tau]
-                tau = flexmatch_thresholds(selected, probs_w.shape[1], fc.tau)
-            xb = torch.cat([weak_augment(xl[li], g), strong_augment(xu[ui], g=g)])
-            logits = logits_of(module(xb))
-            loss, st = fixmatch_loss(logits[: len(li)], yl[li], logits[len(li) :], probs_w, tau, fc.lambda_u,
-                                     None if wl is None else wl[li])  # fmt: skip
+            loss, st = _step(module, fc, (xl[li], yl[li], None if wl is None else wl[li]), xu[ui], g,
+                             selected, ui)  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
