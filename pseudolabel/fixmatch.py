@@ -164,7 +164,8 @@ def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tens
     tau = fc.tau
     if fc.threshold == "flexmatch":
         conf, pred = probs_w.max(1)
-        selected[ui[conf > fc.tau]] = pred[conf > fc.tau]
+        sure = conf > fc.tau
+        selected[ui[sure]] = pred[sure]
         tau = flexmatch_thresholds(selected, probs_w.shape[1], fc.tau)
     logits = logits_of(module(torch.cat([weak_augment(x_l, g), strong_augment(x_u, g=g)])))
     return fixmatch_loss(logits[: len(x_l)], y_l, logits[len(x_l) :], probs_w, tau, fc.lambda_u, w_l)
