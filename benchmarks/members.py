@@ -6,8 +6,10 @@ member and their averages on dev_labels.csv.
 
 Each spec is NAME=SEED[,KEY:VALUE...] with retrain keys to override. A member trains exactly as
 ``pseudolabel retrain`` trains member k (:func:`pseudolabel.retrain.train_member`; member k of
-``retrain.members`` uses seed ``seed + 1000 k``). Dev scores are kept in the ``--scores`` file, so
-later calls add members and every average is printed again.
+``retrain.members`` uses seed ``seed + 1000 k``) and is scored as ``retrain`` exports it, with the
+test-time augmentation ``retrain.tta`` (pass ``tta:none`` in a spec to score it without). Dev scores
+are kept in the ``--scores`` file, so later calls add members and every average is printed again;
+``--keep DIR`` also saves each member's weights.
 """
 from __future__ import annotations
 
@@ -44,23 +46,28 @@ def parse_spec(spec: str) -> tuple[str, int, dict]:
     return name, int(seed), over
 
 
-def train_scores(run: Path, specs: list[str], x_dev: np.ndarray, progress: bool):
-    """Train each spec's member on the run's merged set; yields (name, (N,) dev P(open)) as each finishes."""
+def train_scores(run: Path, specs: list[str], x_dev: np.ndarray, progress: bool, keep: Path | None = None):
+    """Train each spec's member on the run's merged set; yields (name, (N,) dev P(open)) as each finishes.
+    ``keep``: also save each member's weights there as NAME.pt (a state dict), to score it again later."""
     import torch
 
     from pseudolabel.augment import to_float
     from pseudolabel.data import Problems
     from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.retrain import gather, train_member
+    from pseudolabel.retrain import gather, train_member, with_tta
 
     base = load_config(run / "config.yaml")
     data = gather(base, run, run / "bench-journal.csv", Problems(quiet=True))
     for spec in specs:
         name, seed, over = parse_spec(spec)
         t = time.perf_counter()
-        module, _, _ = train_member(with_overrides(base, **over), data, seed, progress)
+        cfg = with_overrides(base, **over)
+        module, _, _ = train_member(cfg, data, seed, progress)
         print(f"{name}: trained in {time.perf_counter() - t:.0f} s", flush=True)
-        yield name, predict_probs(module, to_float(torch.from_numpy(x_dev)))[:, 1].numpy()
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            torch.save(module.state_dict(), keep / f"{name}.pt")
+        yield name, predict_probs(with_tta(module, cfg.retrain.tta), to_float(torch.from_numpy(x_dev)))[:, 1].numpy()
 
 
 def table(scores: dict[str, np.ndarray], y: np.ndarray, max_size: int) -> None:
@@ -78,12 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, required=True, help="a finished run folder")
     ap.add_argument("--scores", type=Path, required=True, help="npz file of dev scores, read and extended")
     ap.add_argument("--max-size", type=int, default=3, help="largest average to print")
+    ap.add_argument("--keep", type=Path, help="also save each member's weights in this folder as NAME.pt")
     ap.add_argument("specs", nargs="*", help="members to train: NAME=SEED[,KEY:VALUE...]")
     args = ap.parse_args(argv)
     cfg = load_config(args.run / "config.yaml")
     x_dev, y_dev, _ = _dev_arrays(args.run, read_dev(), cfg.image_size, cfg.channels)
     scores = {k: v for k, v in np.load(args.scores).items()} if args.scores.exists() else {}
-    for name, s in train_scores(args.run, args.specs, x_dev, sys.stderr.isatty()):
+    for name, s in train_scores(args.run, args.specs, x_dev, sys.stderr.isatty(), args.keep):
         scores[name] = s
         np.savez(args.scores, **scores)  # kept as each member finishes
     table(scores, y_dev, args.max_size)

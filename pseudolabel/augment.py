@@ -9,12 +9,15 @@ is vectorised over the batch, so augmenting thousands of 24x24 crops is cheap.
 - :func:`weak_augment`: FixMatch's weak view, flip plus a shift of up to 12.5 %.
 - :func:`strong_augment`: the weak view plus two RandAugment ops that make sense
   for grayscale, then Cutout.
+- :func:`tta_views`: the fixed views that test-time augmentation averages over.
 """
 from __future__ import annotations
 
 
 import torch
 import torch.nn.functional as F
+
+from .config import TTA_MODES
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -158,3 +161,26 @@ def strong_augment(x: torch.Tensor, n_ops: int = 2, g: torch.Generator | None = 
     return cutout(x, g=g)
 
 
+
+
+
+def shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """(N, C, H, W) -> the same images moved ``dx`` pixels right and ``dy`` down, edges replicated."""
+    k = max(abs(dx), abs(dy))
+    if k == 0:
+        return x
+    h, w = x.shape[-2:]
+    p = F.pad(x, (k, k, k, k), mode="replicate")
+    return p[..., k - dy : k - dy + h, k - dx : k - dx + w]
+
+
+def tta_views(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """(N, C, H, W) -> (V * N, C, H, W): the views test-time augmentation averages over, view-major.
+
+    "none": the image (V = 1); "flip": and its mirror (V = 2); "flip+shift": each of those also
+    moved one pixel left, right, up and down (V = 10), the shifts the weak view trains with."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {mode!r}")
+    base = [x] if mode == "none" else [x, x.flip(-1)]
+    moves = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)) if mode == "flip+shift" else ((0, 0),)
+    return torch.cat([shift(v, dx, dy) for v in base for dx, dy in moves])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BACKBONE_HELP, MONITORS, Config, load_config, with_overrides
+from .config import BACKBONE_HELP, MONITORS, TTA_MODES, Config, load_config, with_overrides
 
 DEFAULT_PIPELINE = "pipelines/eyes.yaml"
 
@@ -120,6 +120,8 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vote-weight", type=float, dest="vote_weight", help="weight of vote-only labels")
     p.add_argument("--unlabeled", choices=["pool", "unclear"], help="unlabeled data: the whole pool or unclear/")
     p.add_argument("--user-threshold", type=float, dest="threshold_user", help="extra threshold to report at")
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation in the exported model (default flip+shift: "
+                   "10 views averaged; none is 10x faster to predict)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -131,7 +133,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if not (run / "config.yaml").is_file():
         raise ValueError(f"not a run folder (no config.yaml): {run}")
     over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
-                                                       "monitor", "vote_weight", "unlabeled", "threshold_user")}  # fmt: skip
+                                                       "monitor", "vote_weight", "unlabeled", "threshold_user",
+                                                       "tta")}  # fmt: skip
     cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
     c, a = m["counts"], m["at_0.5"]

@@ -51,6 +51,7 @@ class RetrainConfig:
     threshold: str = "fixed"  # "fixed" (tau) or "dynamic" (FlexMatch class-wise thresholds); dynamic lifted one
     # network 0.1-0.2 points but not the two-member average (measured), so fixed
     lambda_u: float = 1.0  # weight of the unlabeled loss
+    guess_views: int = 1  # weak views averaged into each pseudo-label (MixMatch's K; FixMatch uses 1)
     lr: float = 0.01  # SGD (momentum 0.9, Nesterov), cosine-decayed; USB's 0.03 is for a cold start and
     # knocked the warmed-up model back (measured), so 0.01
     weight_decay: float = 5e-4  # L2 penalty
@@ -61,9 +62,12 @@ class RetrainConfig:
     unlabeled: str = "pool"  # "pool": every image is also unlabeled data; "unclear": only unclear/
     review_val_share: float = 0.5  # share of reviewed images held out for validation
     threshold_user: float = 0.5  # an extra decision threshold to report figures at
+    tta: str = "flip+shift"  # test-time augmentation in the exported model: "none", "flip" (2 views) or
+    # "flip+shift" (10 views: the image and its mirror, each also moved 1 px four ways)
 
 
 MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
+TTA_MODES = ("none", "flip", "flip+shift")  # what retrain.tta accepts (see augment.tta_views)
 BACKBONE_HELP = "'tinycnn', 'yolov8-cls' or any timm model name"  # what retrain.backbone accepts
 
 
@@ -132,7 +136,7 @@ def _validate(cfg: Config) -> None:
         raise ValueError(f"models must name exactly two seed models, got {list(cfg.models)!r}")
     r = cfg.retrain
     for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", MONITORS),
-                         ("unlabeled", ("pool", "unclear"))):  # fmt: skip
+                         ("unlabeled", ("pool", "unclear")), ("tta", TTA_MODES)):  # fmt: skip
         if getattr(r, key) not in allowed:
             raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")
     if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):

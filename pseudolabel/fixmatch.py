@@ -102,6 +102,7 @@ class FixMatchConfig:
     patience: int = 6  # stop after this many epochs without a better validation score
     threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
     monitor: str = "loss"  # the kept epoch: the "last", the lowest validation "loss" or the latest top "accuracy"
+    guess_views: int = 1  # weak views averaged into each pseudo-label (MixMatch's K; FixMatch uses 1)
 
 
 @dataclass
@@ -160,7 +161,8 @@ def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tens
     x_l, y_l, w_l = labeled
     module.train()
     with torch.no_grad():  # train mode: batch statistics, as in the step itself
-        probs_w = logits_of(module(weak_augment(x_u, g))).softmax(1)
+        views = torch.cat([weak_augment(x_u, g) for _ in range(fc.guess_views)])
+        probs_w = logits_of(module(views)).softmax(1).view(fc.guess_views, len(x_u), -1).mean(0)
     tau = fc.tau
     if fc.threshold == "flexmatch":
         conf, pred = probs_w.max(1)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import seed_augment, to_float
+from .augment import seed_augment, to_float, tta_views
 from .fixmatch import FitResult, evaluate, logits_of, predict_probs
 from .config import BACKBONE_HELP, Config, SeedTrainConfig
 
@@ -193,6 +193,21 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = torch.stack([logits_of(m(x)).softmax(1) for m in self.members]).mean(0)
         return probs.clamp_min(1e-12).log()
+
+
+class TTA(nn.Module):
+    """Test-time augmentation around a classifier: (N, C, H, W) -> (N, K) log of the mean softmax
+    probabilities over :func:`~pseudolabel.augment.tta_views` (one batched forward pass), so a softmax
+    on top gives the mean probabilities, as with :class:`Ensemble`. Traces into TorchScript and ONNX."""
+
+    def __init__(self, module: nn.Module, mode: str):
+        super().__init__()
+        tta_views(torch.zeros(1, 1, 4, 4), mode)  # a bad mode fails here, not at the first prediction
+        self.module, self.mode = module, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = logits_of(self.module(tta_views(x, self.mode))).softmax(1)
+        return probs.view(-1, *x.shape[:1], probs.shape[1]).mean(0).clamp_min(1e-12).log()
 
 
 def build_backbone(name: str, channels: int, image_size: int, input_size: int = 32, variant: str = "n") -> nn.Module:

@@ -27,7 +27,7 @@ from .config import Config, RetrainConfig, SeedTrainConfig, dump_config
 from .data import Problems, load_image
 from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
 from .metrics import classification_metrics
-from .models import Ensemble, build_backbone, fit_module
+from .models import TTA, Ensemble, build_backbone, fit_module
 from .pretrain import pretrain_simclr
 from .review import ReviewState, journal_path_for
 
@@ -138,7 +138,7 @@ def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
     return FixMatchConfig(epochs=rc.epochs, batch_size=rc.batch_size, mu=rc.mu, tau=rc.tau, lambda_u=rc.lambda_u,
                           lr=rc.lr, weight_decay=rc.weight_decay, ema=rc.ema, patience=rc.patience,
                           threshold="flexmatch" if rc.threshold == "dynamic" else "fixed", monitor=rc.monitor,
-                          ema_buffers="average")  # fmt: skip
+                          ema_buffers="average", guess_views=rc.guess_views)  # fmt: skip
 
 
 def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None):
@@ -165,8 +165,8 @@ def member_seed(seed: int, k: int) -> int:
 
 def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True):
     """``retrain.members`` networks, each trained apart with :func:`train_member` and its own seed,
-    logged to ``out``. Returns (the network or their :class:`Ensemble`, per-member summaries,
-    per-member FixMatch histories)."""
+    logged to ``out``. Returns (the network or their :class:`Ensemble`, inside :class:`TTA` unless
+    ``retrain.tta`` is "none"; per-member summaries; per-member FixMatch histories)."""
     log, modules, members, histories = RunLog(out), [], [], []
     for k in range(cfg.retrain.members):
         log.member, seed = k, member_seed(cfg.seed, k)
@@ -178,7 +178,12 @@ def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True
                         "pretrain_seconds": round(pre[-1]["seconds"], 1) if pre else 0,
                         "pretrain_loss": [round(h["loss"], 4) for h in pre]})  # fmt: skip
     log.close()
-    return (modules[0] if len(modules) == 1 else Ensemble(modules)), members, histories
+    return with_tta(modules[0] if len(modules) == 1 else Ensemble(modules), cfg.retrain.tta), members, histories
+
+
+def with_tta(module: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """The final model as it is evaluated and exported: ``module`` inside :class:`TTA` unless ``mode`` is "none"."""
+    return module if mode == "none" else TTA(module, mode)
 
 
 def evaluate_final(y: np.ndarray, score: np.ndarray, user_threshold: float) -> dict:
@@ -222,7 +227,7 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         module, members, histories = train_members(cfg, data, partial, progress)
         score = predict_probs(module, torch.from_numpy(data.x_val).float() / 255)[:, 1].numpy()
         metrics = evaluate_final(data.y_val, score, rc.threshold_user)
-        metrics.update(backbone=rc.backbone, parameters=sum(p.numel() for p in module.parameters()),
+        metrics.update(backbone=rc.backbone, tta=rc.tta, parameters=sum(p.numel() for p in module.parameters()),
                        train_seconds=round(sum(m["train_seconds"] for m in members), 1),
                        pretrain_seconds=round(sum(m["pretrain_seconds"] for m in members), 1), members=members,
                        counts=data.counts, problems=problems.lines)  # fmt: skip

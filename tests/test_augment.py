@@ -53,3 +53,31 @@ def test_flip_mirrors():
     x = torch.rand(2, 1, 24, 24)
     assert torch.equal(A.flip(x, p=1.0), x.flip(-1))
     assert torch.equal(A.flip(x, p=0.0), x)
+
+
+@pytest.mark.parametrize("mode,views", [("none", 1), ("flip", 2), ("flip+shift", 10)])
+def test_tta_views_count_order_and_range(batch, mode, views):
+    out = A.tta_views(batch, mode)
+    n = len(batch)
+    assert out.shape == (views * n, *batch.shape[1:])
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal(out[:n], batch)  # view-major: the first view is the image itself
+    if views > 1:
+        assert torch.equal(out[(views // 2) * n : (views // 2 + 1) * n], batch.flip(-1))  # then its mirror
+    assert len({tuple(out[v * n].flatten().tolist()) for v in range(views)}) == views  # all views differ
+
+
+@pytest.mark.parametrize(
+    "dx,dy,row0,col0",
+    [(0, 0, [0, 1, 2, 3], [0, 4, 8, 12]), (1, 0, [0, 0, 1, 2], [0, 4, 8, 12]), (-1, 0, [1, 2, 3, 3], [1, 5, 9, 13]),
+     (0, 1, [0, 1, 2, 3], [0, 0, 4, 8]), (0, -1, [4, 5, 6, 7], [4, 8, 12, 12])],
+)
+def test_shift_moves_content_and_replicates_the_edge(dx, dy, row0, col0):
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    out = A.shift(x, dx, dy)[0, 0]
+    assert out[0].tolist() == row0 and out[:, 0].tolist() == col0
+
+
+def test_tta_views_refuse_an_unknown_mode(batch):
+    with pytest.raises(ValueError, match="'rotate'"):
+        A.tta_views(batch, "rotate")

@@ -101,3 +101,27 @@ def test_empty_ensemble_is_an_error():
 
     with pytest.raises(ValueError, match="at least one member"):
         Ensemble([])
+
+
+@pytest.mark.parametrize("mode", ["none", "flip", "flip+shift"])
+def test_tta_is_the_mean_over_views_in_one_pass(eyes, mode):
+    """TTA batches all views through the network at once; it must equal scoring each view apart."""
+    from PIL import Image
+
+    from pseudolabel.augment import tta_views
+    from pseudolabel.fixmatch import predict_probs
+    from pseudolabel.models import TTA
+
+    names = sorted(p.name for p in (eyes / "images").iterdir())[:12]
+    x = torch.from_numpy(np.stack([np.asarray(Image.open(eyes / "images" / n).convert("L")) for n in names])[:, None])
+    x = x.float() / 255
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(24 * 24, 2)).eval()  # sees where each pixel is
+    views = tta_views(x, mode).view(-1, *x.shape)
+    expected = torch.stack([predict_probs(net, v) for v in views]).mean(0)
+    got = predict_probs(TTA(net, mode), x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    if mode != "none":
+        assert not torch.allclose(got, predict_probs(net, x), atol=1e-4)  # the views do change the score
+    with pytest.raises(ValueError, match="tta must be one of"):
+        TTA(net, "flip+rotate")
