@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import TTA_MODES
+from .config import TTA_MODES, WEAK_SHIFTS
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -113,8 +113,26 @@ def seed_augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Ten
     return sharpness(x, _u(n, 0.0, 2.0, g))
 
 
-def weak_augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-    """FixMatch weak view: horizontal flip and a shift of up to 12.5 % of the size."""
+def crop_shift(x: torch.Tensor, frac: float = 0.125, g: torch.Generator | None = None) -> torch.Tensor:
+    """Pad-and-crop: a random shift by whole pixels, up to ``frac`` of the size each way, reflection-padded.
+    Unlike :func:`affine`, no resampling, so the view is as sharp as the image."""
+    n, c, h, w = x.shape
+    k = max(1, round(frac * min(h, w)))
+    p = F.pad(x, (k, k, k, k), mode="reflect").permute(0, 2, 3, 1)  # (N, H + 2k, W + 2k, C)
+    oy, ox = torch.randint(0, 2 * k + 1, (n,), generator=g), torch.randint(0, 2 * k + 1, (n,), generator=g)
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]
+    return p[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+
+def weak_augment(x: torch.Tensor, g: torch.Generator | None = None, shift: str = "bilinear") -> torch.Tensor:
+    """FixMatch weak view: horizontal flip and a shift of up to 12.5 % of the size, either sub-pixel
+    with bilinear resampling ("bilinear", which also blurs a little) or by whole pixels ("crop")."""
+    if shift == "crop":
+        return crop_shift(flip(x, g=g), 0.125, g=g)
+    if shift != "bilinear":
+        raise ValueError(f"weak shift must be one of {WEAK_SHIFTS}, got {shift!r}")
     return affine(flip(x, g=g), translate=0.125, g=g)
 
 
@@ -147,9 +165,11 @@ def _apply_op(name: str, x: torch.Tensor, g: torch.Generator | None) -> torch.Te
     return x
 
 
-def strong_augment(x: torch.Tensor, n_ops: int = 2, g: torch.Generator | None = None) -> torch.Tensor:
-    """FixMatch strong view: weak view, ``n_ops`` RandAugment ops per image (random magnitude), Cutout."""
-    x = weak_augment(x, g=g)
+def strong_augment(x: torch.Tensor, n_ops: int = 2, g: torch.Generator | None = None,
+                   shift: str = "bilinear") -> torch.Tensor:
+    """FixMatch strong view: weak view (``shift`` as there), ``n_ops`` RandAugment ops per image
+    (random magnitude), Cutout."""
+    x = weak_augment(x, g=g, shift=shift)
     for _ in range(n_ops):
         choice = torch.randint(len(_STRONG_OPS), (len(x),), generator=g)
         out = x.clone()

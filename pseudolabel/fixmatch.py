@@ -103,6 +103,7 @@ class FixMatchConfig:
     threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
     monitor: str = "loss"  # the kept epoch: the "last", the lowest validation "loss" or the latest top "accuracy"
     guess_views: int = 1  # weak views averaged into each pseudo-label (MixMatch's K; FixMatch uses 1)
+    weak_shift: str = "bilinear"  # the weak view's shift: sub-pixel "bilinear" resampling or whole-pixel "crop"
 
 
 @dataclass
@@ -161,7 +162,7 @@ def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tens
     x_l, y_l, w_l = labeled
     module.train()
     with torch.no_grad():  # train mode: batch statistics, as in the step itself
-        views = torch.cat([weak_augment(x_u, g) for _ in range(fc.guess_views)])
+        views = torch.cat([weak_augment(x_u, g, fc.weak_shift) for _ in range(fc.guess_views)])
         probs_w = logits_of(module(views)).softmax(1).view(fc.guess_views, len(x_u), -1).mean(0)
     tau = fc.tau
     if fc.threshold == "flexmatch":
@@ -169,7 +170,8 @@ def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tens
         sure = conf > fc.tau
         selected[ui[sure]] = pred[sure]
         tau = flexmatch_thresholds(selected, probs_w.shape[1], fc.tau)
-    logits = logits_of(module(torch.cat([weak_augment(x_l, g), strong_augment(x_u, g=g)])))
+    logits = logits_of(module(torch.cat([weak_augment(x_l, g, fc.weak_shift),
+                                         strong_augment(x_u, g=g, shift=fc.weak_shift)])))
     return fixmatch_loss(logits[: len(x_l)], y_l, logits[len(x_l) :], probs_w, tau, fc.lambda_u, w_l)
 
 

@@ -23,6 +23,9 @@ def batch(eyes):
         A.autocontrast,
         A.equalize,
         A.cutout,
+        A.crop_shift,
+        lambda x, g=None: A.weak_augment(x, g, "crop"),
+        lambda x, g=None: A.strong_augment(x, g=g, shift="crop"),
         lambda x, g=None: A.flip(x, p=1.0),
         lambda x, g=None: A.affine(x, translate=0.3, degrees=30, shear=17, scale=(0.8, 1.2)),
         lambda x, g=None: A.posterize(x, torch.full((len(x),), 4.0)),
@@ -81,3 +84,17 @@ def test_shift_moves_content_and_replicates_the_edge(dx, dy, row0, col0):
 def test_tta_views_refuse_an_unknown_mode(batch):
     with pytest.raises(ValueError, match="'rotate'"):
         A.tta_views(batch, "rotate")
+
+
+def test_crop_shift_moves_by_whole_pixels_without_resampling(batch):
+    out = A.crop_shift(batch, 0.125, g=torch.Generator().manual_seed(0))
+    pad = torch.nn.functional.pad(batch, (3, 3, 3, 3), mode="reflect")
+    for img, src in zip(out, pad):
+        offsets = [(dy, dx) for dy in range(7) for dx in range(7) if torch.equal(img, src[:, dy : dy + 24, dx : dx + 24])]
+        assert len(offsets) >= 1  # exactly a window of the padded crop: no interpolation, no blur
+    assert not torch.equal(out, batch)
+
+
+def test_weak_view_refuses_an_unknown_shift(batch):
+    with pytest.raises(ValueError, match="'nearest'"):
+        A.weak_augment(batch, shift="nearest")
