@@ -121,7 +121,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unlabeled", choices=["pool", "unclear"], help="unlabeled data: the whole pool or unclear/")
     p.add_argument("--user-threshold", type=float, dest="threshold_user", help="extra threshold to report at")
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation in the exported model (default flip+shift: "
-                   "10 views averaged; none is 10x faster to predict)")
+                   "10 views averaged; none predicts about 10x faster)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
