@@ -102,7 +102,6 @@ class FixMatchConfig:
     patience: int = 6  # stop after this many epochs without a better validation score
     threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
     monitor: str = "loss"  # the kept epoch: the "last", the lowest validation "loss" or the latest top "accuracy"
-    guess_views: int = 1  # weak views averaged into each pseudo-label (MixMatch's K; FixMatch uses 1)
     weak_shift: str = "bilinear"  # the weak view's shift: sub-pixel "bilinear" resampling or whole-pixel "crop"
 
 
@@ -162,8 +161,7 @@ def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tens
     x_l, y_l, w_l = labeled
     module.train()
     with torch.no_grad():  # train mode: batch statistics, as in the step itself
-        views = torch.cat([weak_augment(x_u, g, fc.weak_shift) for _ in range(fc.guess_views)])
-        probs_w = logits_of(module(views)).softmax(1).view(fc.guess_views, len(x_u), -1).mean(0)
+        probs_w = logits_of(module(weak_augment(x_u, g, fc.weak_shift))).softmax(1)
     tau = fc.tau
     if fc.threshold == "flexmatch":
         conf, pred = probs_w.max(1)

@@ -138,7 +138,7 @@ def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
     return FixMatchConfig(epochs=rc.epochs, batch_size=rc.batch_size, mu=rc.mu, tau=rc.tau, lambda_u=rc.lambda_u,
                           lr=rc.lr, weight_decay=rc.weight_decay, ema=rc.ema, patience=rc.patience,
                           threshold="flexmatch" if rc.threshold == "dynamic" else "fixed", monitor=rc.monitor,
-                          ema_buffers="average", guess_views=rc.guess_views, weak_shift=rc.weak_shift)  # fmt: skip
+                          ema_buffers="average", weak_shift=rc.weak_shift)  # fmt: skip
 
 
 def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None):

@@ -31,7 +31,6 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("retrain:\n  members: '2'\n", "retrain members.*'2'"),
         ("retrain:\n  tta: rotate\n", "retrain tta.*'rotate'"),
         ("retrain:\n  weak_shift: nearest\n", "retrain weak_shift.*'nearest'"),
-        ("retrain:\n  guess_views: 0\n", "retrain guess_views.*0"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )
