@@ -116,14 +116,13 @@ def seed_augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Ten
 def crop_shift(x: torch.Tensor, frac: float = 0.125, g: torch.Generator | None = None) -> torch.Tensor:
     """Pad-and-crop: a random shift by whole pixels, up to ``frac`` of the size each way, reflection-padded.
     Unlike :func:`affine`, no resampling, so the view is as sharp as the image."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     k = max(1, round(frac * min(h, w)))
     p = F.pad(x, (k, k, k, k), mode="reflect").permute(0, 2, 3, 1)  # (N, H + 2k, W + 2k, C)
     oy, ox = torch.randint(0, 2 * k + 1, (n,), generator=g), torch.randint(0, 2 * k + 1, (n,), generator=g)
     rows = (oy[:, None] + torch.arange(h))[:, :, None]
     cols = (ox[:, None] + torch.arange(w))[:, None, :]
     return p[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
-
 
 
 def weak_augment(x: torch.Tensor, g: torch.Generator | None = None, shift: str = "bilinear") -> torch.Tensor:
@@ -179,9 +178,6 @@ def strong_augment(x: torch.Tensor, n_ops: int = 2, g: torch.Generator | None = 
                 out[m] = _apply_op(name, x[m], g)
         x = out
     return cutout(x, g=g)
-
-
-
 
 
 def shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:

@@ -103,6 +103,7 @@ class FixMatchConfig:
     threshold: str = "fixed"  # "fixed" (tau) or "flexmatch" (class-wise dynamic thresholds)
     monitor: str = "loss"  # the kept epoch: the "last", the lowest validation "loss" or the latest top "accuracy"
     weak_shift: str = "bilinear"  # the weak view's shift: sub-pixel "bilinear" resampling or whole-pixel "crop"
+    # (the seed models in `run` keep bilinear; retrain passes retrain.weak_shift, crop by default)
 
 
 @dataclass
