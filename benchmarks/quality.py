@@ -122,7 +122,8 @@ def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: b
     clf = EyeStateClassifier.load(run_dir)
     m = cm(y_dev, clf.predict_array(x_dev))
     fm = json.loads((run_dir / "final" / "metrics.json").read_text())
-    out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=fm["parameters"], members=len(fm.get("members", [0])))
+    out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=fm["parameters"], members=len(fm.get("members", [0])),
+               pretrain_seconds=fm.get("pretrain_seconds", 0.0), train_seconds=fm.get("train_seconds", 0.0))
     out.update(baselines(run_dir, cfg, x_dev, y_dev))
     out.update(throughput(clf, run_dir))
     return out
@@ -186,18 +187,32 @@ def print_final(res: dict) -> None:
 
 
 STABLE = {"precision_0": ("precision of 0/", 100, "%"), "precision_1": ("precision of 1/", 100, "%"),
-          "unclear": ("unclear share", 100, "%"), "final_acc": ("final dev accuracy", 100, "%"),
-          "final_eer": ("final dev EER", 100, "%"), "supervised_acc": ("baseline: supervised, 80 seeds", 100, "%"),
-          "logreg_acc": ("baseline: logistic regression", 100, "%"), "flagged": ("label check: flagged", 1, ""),
-          "run_seconds": ("run wall seconds", 1, ""), "retrain_seconds": ("retrain wall seconds", 1, "")}
+          "unclear": ("unclear share of the pool", 100, "%"),
+          "yolov8-cls_dev_acc": ("seed model yolov8-cls alone: dev accuracy", 100, "%"),
+          "resnet50_dev_acc": ("seed model resnet50 alone: dev accuracy", 100, "%"),
+          "final_acc": ("final model: dev accuracy", 100, "%"), "final_eer": ("final model: dev EER", 100, "%"),
+          "supervised_acc": ("baseline: same network, 80 seed labels only: accuracy", 100, "%"),
+          "supervised_eer": ("baseline: same network, 80 seed labels only: EER", 100, "%"),
+          "logreg_acc": ("baseline: logistic regression on pixels: accuracy", 100, "%"),
+          "logreg_eer": ("baseline: logistic regression on pixels: EER", 100, "%"),
+          "flagged": ("label check: images flagged", 1, ""), "flagged_seeds": ("label check: seed labels flagged", 1, ""),
+          "run_seconds": ("`run` wall seconds", 1, "s"), "retrain_seconds": ("`retrain` wall seconds", 1, "s"),
+          "pretrain_seconds": ("`retrain` stage: SimCLR, all members", 1, "s"),
+          "train_seconds": ("`retrain` stage: warm-up and FixMatch, all members", 1, "s"),
+          "torch_img_s": ("predict, TorchScript, images/s", 1, ""), "onnx_img_s": ("predict, ONNX Runtime, images/s", 1, "")}
 
 
 def seeds_table(results: list[dict]) -> None:
-    """Mean ± std over seeds of the figures in STABLE (run, then retrain, per seed)."""
+    """Mean ± std over seeds of the figures in STABLE, then of each `run` stage's wall seconds.
+
+    ``results``: one dict per seed as `main_one` returns it (run figures, ``seconds``, ``final``)."""
     flat = [{**r, **r.get("final", {}), "run_seconds": r["seconds"]["total"]} for r in results]
+    rows = [(label, scale, unit, [f[key] for f in flat if key in f]) for key, (label, scale, unit) in STABLE.items()]
+    stages = [{k.split(" (")[0]: v for k, v in r["seconds"].items()} for r in results]  # "train resnet50 (3080 labeled)"
+    rows += [(f"`run` stage: {stage}", 1, "s", [s[stage] for s in stages if stage in s]) for stage in stages[0] if stage != "total"]
     print(f"\n| figure | mean ± std over {len(flat)} seeds | per seed |\n|---|---|---|")
-    for key, (label, scale, unit) in STABLE.items():
-        v = np.array([f[key] for f in flat if key in f], dtype=float) * scale
+    for label, scale, unit, values in rows:
+        v = np.array(values, dtype=float) * scale
         if len(v):
             print(f"| {label} | {v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f} {unit} | "
                   + ", ".join(f"{x:.2f}" for x in v) + " |")
@@ -213,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true", help="also print precision/unclear for other margins")
     ap.add_argument("--retrain", action="store_true", help="also retrain the final model and score it and the baselines")
     ap.add_argument("--seeds", type=int, help="run and retrain with seeds 0..N-1 into OUT/seedK; print mean ± std")
+    ap.add_argument("--table", type=Path, help="print the mean ± std table again from the --json of a --seeds run")
     args = ap.parse_args(argv)
+    if args.table:
+        seeds_table(json.loads(args.table.read_text()))
+        return 0
     dev = read_dev()
     if args.seeds:
         results = []
