@@ -112,8 +112,8 @@ def review_curve_section(curve: str | None, run_dir: Path, n_unclear: int, probl
         problems.add(f"{curve}: cannot read the review curve ({exc}); the report shows none")
         return "The measured curve could not be read (see Input problems)."
     return "\n\n".join([
-        f"Measured on this pipeline's benchmark ({data.get('source', curve)}): the final model's accuracy on held-out "
-        "true labels after a person answered the first N images of the unclear queue and `retrain` ran again. "
+        f"Measured on this pipeline's benchmark ({data.get('source', curve)}): the final model's accuracy on the "
+        "benchmark's true labels after a person answered the first N images of the unclear queue and `retrain` ran again. "
         f"This run's queue holds {n_unclear} images.",
         _table(["reviewed", "final accuracy", "final EER"], rows), "![review curve](review_curve.png)"])
 
