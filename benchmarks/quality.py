@@ -123,7 +123,7 @@ def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: b
     m = cm(y_dev, clf.predict_array(x_dev))
     fm = json.loads((run_dir / "final" / "metrics.json").read_text())
     out.update(final_acc=m["accuracy"], final_eer=m["eer"], params=fm["parameters"], members=len(fm.get("members", [0])),
-               pretrain_seconds=fm.get("pretrain_seconds", 0.0), train_seconds=fm.get("train_seconds", 0.0))
+               pretrain_seconds=fm["pretrain_seconds"], train_seconds=fm["train_seconds"])
     out.update(baselines(run_dir, cfg, x_dev, y_dev))
     out.update(throughput(clf, run_dir))
     return out
