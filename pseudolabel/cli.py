@@ -1,4 +1,4 @@
-"""Command line: ``pseudolabel run``, ``review``, ``retrain`` and ``predict``."""
+"""Command line: ``pseudolabel run``, ``review``, ``retrain``, ``resort`` and ``predict``."""
 from __future__ import annotations
 
 import argparse
@@ -90,18 +90,21 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.status:
         print(format_status(state.status()))
         return 0
-    server = make_server(state, args.port)
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    print(f"reviewing {run} ({state.queue()['left']} unclear); journal: {state.journal.path}", flush=True)
-    print(f"open {url}  (Ctrl+C to stop)", flush=True)
-    if not args.no_browser:
-        import webbrowser
+    from .pipeline import output_lock
 
-        webbrowser.open(url)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    with output_lock(run, what="review"):  # no run --overwrite or resort under an open page
+        server = make_server(state, args.port)
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        print(f"reviewing {run} ({state.queue()['left']} unclear); journal: {state.journal.path}", flush=True)
+        print(f"open {url}  (Ctrl+C to stop)", flush=True)
+        if not args.no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
     return 0
 
 
@@ -148,6 +151,34 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_resort(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resort", help="after retrain: let the final model re-decide what only machines placed "
+                       "(shrinks unclear/)")  # fmt: skip
+    p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
+    p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
+    p.add_argument("--model", help="exported model to sort with (default: RUN/final)")
+    p.add_argument("--closed-below", type=float, dest="closed_below", help="0/ when P(open) <= this (default 0.02)")
+    p.add_argument("--open-above", type=float, dest="open_above", help="1/ when P(open) >= this (default 0.998)")
+
+
+def cmd_resort(args: argparse.Namespace) -> int:
+    from .review import journal_path_for
+    from .resort import resort_run
+
+    run = Path(args.run)
+    if not (run / "predictions.csv").is_file() or not (run / "config.yaml").is_file():
+        raise ValueError(f"not a run folder (no predictions.csv or config.yaml): {run}")
+    cfg = with_overrides(load_config(run / "config.yaml"), **{"resort.closed_below": args.closed_below,
+                                                              "resort.open_above": args.open_above})  # fmt: skip
+    res = resort_run(run, Path(args.journal) if args.journal else journal_path_for(run), cfg.resort, args.model)
+    b, a = res["before"], res["after"]
+    n = max(sum(a.values()), 1)
+    print(f"{'folder':<10}{'before':>8}{'after':>8}{'share':>9}")
+    print("\n".join(f"{k + '/':<10}{b[k]:>8}{a[k]:>8}{100 * a[k] / n:>8.1f}%" for k in ("0", "1", "unclear")))
+    print(f"re-sorted {res['movable']} machine-placed images in {res['seconds']:.0f} s; report: {run / 'report.md'}")
+    return 0
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="score images: prints image,score,label (score = P(open))")
     p.add_argument("paths", nargs="+", help="image files, folders or globs")
@@ -189,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_review(sub)
     _add_retrain(sub)
+    _add_resort(sub)
     _add_predict(sub)
     return parser
 
@@ -199,7 +231,8 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPE
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"run": cmd_run, "review": cmd_review, "retrain": cmd_retrain, "predict": cmd_predict}
+        commands = {"run": cmd_run, "review": cmd_review, "retrain": cmd_retrain, "resort": cmd_resort,
+                    "predict": cmd_predict}
         return commands[args.command](args)
     except ValueError as exc:  # user-facing errors: one line, no traceback
         print(f"pseudolabel: error: {exc}", file=sys.stderr)

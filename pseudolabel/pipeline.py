@@ -197,8 +197,9 @@ def publish(partial: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path):
-    """Hold ``.<name>.lock`` next to ``out`` for the whole run; a second run on ``out`` is refused.
+def output_lock(out: Path, what: str = "run"):
+    """Hold ``.<name>.lock`` next to ``out`` for the whole ``what`` (run, resort, review); a second
+    command on ``out`` is refused.
 
     The lock is the kernel's (flock), so it is released even when the holder is killed."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,10 +209,12 @@ def output_lock(out: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise ValueError(f"another pseudolabel run (pid {holder}) is writing {out}; wait for it or use another --out")
+            pid, _, kind = (os.pread(fd, 64, 0).decode(errors="replace").strip() or "?").partition(" ")
+            doing = "reviewing" if kind == "review" else "writing"
+            raise ValueError(f"another pseudolabel {kind or 'run'} (pid {pid}) is {doing} {out}; wait for it"
+                             + (" or use another --out" if what == "run" else ""))
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {what}".encode(), 0)
         yield
     finally:
         os.close(fd)

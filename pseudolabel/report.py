@@ -130,6 +130,56 @@ def _issues_section(issues: dict[str, str], folds: int) -> str:
         _table(["image", "why"], [[k, v] for k, v in issues.items()]), "![flagged](samples_issues.png)"])
 
 
+RESORT_TITLE = "## Re-sorted by the final model"
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def resort_plot(scores: np.ndarray, closed_below: float, open_above: float, png: Path) -> None:
+    """Histogram of the final model's (N,) P(open) on a log-odds axis, with the two re-sort thresholds."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=120)
+    ax.hist(_logit(np.asarray(scores, dtype=np.float64)), bins=80, color="0.55")
+    ax.axvline(_logit(closed_below), color="C0", ls="--", label=f"0/ at P(open) <= {closed_below:g}")
+    ax.axvline(_logit(open_above), color="C1", ls="--", label=f"1/ at P(open) >= {open_above:g}")
+    ax.set(xlabel="final model: log-odds of open", ylabel="images", yscale="log", title="Re-sort thresholds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def write_resort_section(report_md: Path, summary: dict) -> None:
+    """Put (or replace) the re-sort section in ``report.md``, before the label errors."""
+    b, a = summary["before"], summary["after"]
+    total = max(sum(a.values()), 1)
+    rows = [[f"{k}/", b[k], a[k], f"{100 * a[k] / total:.1f} %"] for k in ("0", "1", "unclear")]
+    moved = ", ".join(f"{v} from {k.split('->')[0]}/ to {k.split('->')[1]}/" for k, v in summary["moved"].items()
+                      if v) or "nothing"  # fmt: skip
+    section = "\n\n".join([
+        RESORT_TITLE,
+        f"`pseudolabel resort` let the final model re-decide the {summary['movable']} images only machines had placed: "
+        f"`0/` at P(open) <= {summary['closed_below']:g}, `1/` at >= {summary['open_above']:g}, `unclear/` otherwise. "
+        "Seed labels, reviewed images, hand moves and flagged labels were left where they were. "
+        f"Moved: {moved}.",
+        _table(["folder", "before", "after", "share after"], rows), "![final scores](resort.png)"])
+    text = report_md.read_text() if report_md.is_file() else ""
+    if RESORT_TITLE in text:
+        head, _, rest = text.partition(RESORT_TITLE)
+        nxt = rest.find("\n## ")
+        text = head.rstrip("\n") + ("\n\n" + rest[nxt + 1 :] if nxt >= 0 else "\n")
+    anchor = "## Likely label errors"
+    if anchor in text:
+        head, _, rest = text.partition(anchor)
+        text = f"{head}{section}\n\n{anchor}{rest}"
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    report_md.write_text(text)
+
+
 def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str]) -> Path:
     """Write ``report.md`` next to the PNGs already in ``run_dir``. Returns its path."""
     counts, total = summary["counts"], sum(summary["counts"].values())

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sort import FOLDERS, model_columns
+from .sort import FOLDERS, fsync_dir, finish_pending, model_columns
 
 JOURNAL_FIELDS = ["time", "image", "label", "file", "from"]
 LABELS = ("0", "1", "unsure")
@@ -36,14 +36,6 @@ class Item:
     issue: str = ""  # why a labeled image was sent back for review (likely-wrong label), or ""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Journal:
     """Append-only CSV of decisions: time, image, label (0, 1, unsure or undo), file, from."""
 
@@ -53,7 +45,10 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists() or self.path.stat().st_size == 0:
             self._append(",".join(self.fields) + "\n")
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
+        else:  # keep the columns it was started with (a re-sort adds a score column to the run)
+            with open(self.path, newline="") as f:
+                self.fields = next(csv.reader(f), None) or self.fields
 
     def _append(self, text: str) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -93,6 +88,7 @@ class ReviewState:
 
     def __init__(self, run_dir: Path, journal_path: Path):
         self.run_dir = Path(run_dir)
+        finish_pending(self.run_dir)  # a re-sort that was interrupted: finish it before reading its names
         with open(self.run_dir / "predictions.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         self.models = model_columns(list(rows[0])) if rows else []
@@ -131,7 +127,7 @@ class ReviewState:
 
     def _move(self, item: Item, src: str, dst: str) -> None:
         os.rename(self.run_dir / src / item.file, self.run_dir / dst / item.file)
-        _fsync_dir(self.run_dir / dst)
+        fsync_dir(self.run_dir / dst)
 
     def item(self, image: str) -> Item:
         """The run's item for ``image``; anything else (e.g. a path) is refused."""

@@ -7,6 +7,7 @@ file manager shows them most useful first.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 from .vote import UNCLEAR
 
 FOLDERS = ("0", "1", "unclear")
+PENDING = "resort-plan.json"  # a re-sort's moves and its new predictions.csv, written before any file moves
 PREDICTION_FIELDS = ("image", "file", "decision", "queue_rank", "source", "issue")  # predictions.csv, besides scores
 
 
@@ -72,3 +74,56 @@ def materialize(placements: list[Placement], images_root: Path, run_dir: Path) -
     for p in placements:
         counts[link_or_copy(images_root / p.image, run_dir / p.folder / p.file)] += 1
     return counts
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` all at once (temporary file, fsync, rename, fsync of the folder)."""
+    tmp = path.parent / f".{path.name}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def move_within(run_dir: Path, moves: list[tuple[str, str]], predictions: str) -> int:
+    """Move files inside ``run_dir`` and then replace its predictions.csv, surviving a crash.
+
+    moves: (source, target) paths relative to ``run_dir``, such as ``("unclear/00007_a.jpg", "0/a.jpg")``.
+    The plan is written first (atomically), so :func:`finish_pending` completes it after an interruption.
+    Returns how many files moved."""
+    write_atomic(run_dir / PENDING, json.dumps({"moves": moves, "predictions": predictions}))
+    return finish_pending(run_dir)
+
+
+def finish_pending(run_dir: Path) -> int:
+    """Carry out a plan left by :func:`move_within`, if any: every move not yet made, then predictions.csv,
+    then the plan is removed. Safe to repeat. Returns how many files moved."""
+    plan_path = Path(run_dir) / PENDING
+    if not plan_path.is_file():
+        return 0
+    plan = json.loads(plan_path.read_text())
+    done = 0
+    for src, dst in plan["moves"]:
+        s, d = run_dir / src, run_dir / dst
+        if s.exists() and d.exists():
+            raise ValueError(f"{d} already exists; cannot move {s} there (see {plan_path})")
+        if s.exists():
+            os.rename(s, d)
+            done += 1
+    for f in FOLDERS:
+        if (run_dir / f).is_dir():
+            fsync_dir(run_dir / f)
+    write_atomic(run_dir / "predictions.csv", plan["predictions"])
+    plan_path.unlink()
+    fsync_dir(run_dir)
+    return done

@@ -31,6 +31,9 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("retrain:\n  members: '2'\n", "retrain members.*'2'"),
         ("retrain:\n  tta: rotate\n", "retrain tta.*'rotate'"),
         ("retrain:\n  weak_shift: nearest\n", "retrain weak_shift.*'nearest'"),
+        ("resort:\n  open_above: 0.4\n", "resort: need 0 <= closed_below < 0.5 < open_above <= 1"),
+        ("resort:\n  closed_below: -0.1\n", "closed_below=-0.1"),
+        ("resort:\n  open_abve: 0.99\n", "resort.*unknown key.*open_abve"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )

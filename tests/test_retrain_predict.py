@@ -152,6 +152,34 @@ def test_predict_cli_output(trained, tmp_path):
     assert "notes.txt: not an image file" in out.stderr
 
 
+def test_resort_cli_with_the_real_final_model(trained, tmp_path):
+    """`pseudolabel resort` on a copy of the trained run: every machine-placed image lands where the
+    exported model's own score puts it, at thresholds given on the command line."""
+    import shutil
+
+    from pseudolabel import EyeStateClassifier
+    from pseudolabel.review import ReviewState
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    args = [str(run), "--journal", str(tmp_path / "j.csv"), "--closed-below", "0.3", "--open-above", "0.7"]
+    out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "resort", *args], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "unclear/" in out.stdout and "re-sorted" in out.stdout
+    where = ReviewState(run, tmp_path / "j.csv").where()
+    rows = list(csv.DictReader(open(run / "predictions.csv")))
+    clf = EyeStateClassifier.load(run)
+    scores = clf.predict_many([run / r["file"] for r in rows])
+    for r, s in zip(rows, scores):
+        assert float(r["final"]) == pytest.approx(s, abs=1e-5)
+        if not r["source"].startswith("seed"):
+            assert where[r["image"]] == ("0" if s <= 0.3 else "1" if s >= 0.7 else "unclear"), (r, s)
+    summary = json.loads((run / "resort.json").read_text())
+    assert (summary["closed_below"], summary["open_above"]) == (0.3, 0.7)
+    assert summary["after"]["unclear"] < summary["before"]["unclear"]
+
+
 def test_predict_on_a_folder_and_without_a_model(trained, tmp_path):
     run, images, *_ = trained
     out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "predict", str(images), "--model", str(run)],

@@ -1,0 +1,169 @@
+"""pseudolabel resort: the pure rule, then the file step on real crops with fixed final scores."""
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from pseudolabel import sort
+from pseudolabel.config import ResortConfig
+from pseudolabel.pipeline import output_lock
+from pseudolabel.resort import resort, resort_run
+from pseudolabel.review import ReviewState, review_work
+from tests.conftest import mark_issue, tree_digest
+
+U = -1
+RULE = {"closed_below": 0.02, "open_above": 0.998}
+
+
+@pytest.mark.parametrize(
+    "score,now,movable,expected",
+    [
+        (0.01, U, True, 0),  # confident closed leaves the queue
+        (0.999, U, True, 1),  # confident open leaves the queue
+        (0.02, U, True, 0),  # the thresholds themselves count
+        (0.998, U, True, 1),
+        (0.5, U, True, U),  # unsure stays unclear
+        (0.99, U, True, U),  # 0.99 is not sure enough for 1/ (the strict side)
+        (0.03, 0, True, U),  # a vote decision the final model doubts goes back for review
+        (0.9995, 0, True, 1),  # and one it contradicts moves
+        (0.9995, U, False, U),  # never: reviewed, moved by hand, seed label or flagged
+        (0.001, 1, False, 1),
+    ],
+)
+def test_resort_rule(score, now, movable, expected):
+    d, rank = resort(np.array([score]), np.array([now]), np.array([movable]), np.array([False]), **RULE)
+    assert d[0] == expected and rank[0] == (1 if expected == U else 0)
+
+
+def test_queue_puts_flagged_first_then_least_sure():
+    s = np.array([0.9, 0.5, 0.3, 0.001, 0.6, 0.2])
+    now = np.full(6, U)
+    first = np.array([False, False, False, False, False, True])
+    d, rank = resort(s, now, np.ones(6, bool), first, **RULE)
+    assert d.tolist() == [U, U, U, 0, U, U]
+    assert rank.tolist() == [5, 2, 4, 0, 3, 1]  # flagged 0.2 first, then |s - 0.5| = 0, 0.1, 0.2, 0.4
+
+
+@pytest.mark.parametrize(
+    "scores,kwargs,match",
+    [
+        ([0.5, 1.2], RULE, "scores must lie in"),
+        ([0.5, np.nan], RULE, "scores must lie in"),
+        ([0.5], RULE, "one length"),
+        ([0.5, 0.5], {"closed_below": 0.6, "open_above": 0.9}, "closed_below < 0.5 < open_above"),
+    ],
+)
+def test_resort_rejects_bad_input(scores, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        resort(np.array(scores), np.full(2, U), np.ones(2, bool), np.zeros(2, bool), **kwargs)
+
+
+def rows_of(run):
+    return list(csv.DictReader(open(run / "predictions.csv")))
+
+
+def fixed_scores(run, seed=1):
+    """Fake final model: fixed scores in predictions.csv order, half of them confident."""
+    n = len(rows_of(run))
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(n) < 0.5, rng.choice([0.001, 0.9999], n), rng.random(n))
+
+
+@pytest.fixture
+def touched(fake_run, tmp_path):
+    """A run where a person decided three images on the page (1, 0, unsure), moved one by hand,
+    and the label check flagged one. Returns (run, journal, {kind: image})."""
+    flagged = mark_issue(fake_run, "vote says unclear; cross-validated P(open) = 0.97")
+    journal = tmp_path / "journal.csv"
+    st = ReviewState(fake_run, journal)
+    queue = [it["image"] for it in st.queue()["items"] if it["image"] != flagged]
+    st.decide(queue[0], "1")
+    st.decide(queue[1], "0")
+    st.decide(queue[2], "unsure")
+    hand = next(i for i, f in st.where().items() if f == "0")
+    os.rename(fake_run / "0" / st.items[hand].file, fake_run / "1" / st.items[hand].file)
+    return fake_run, journal, {"page1": queue[0], "page0": queue[1], "unsure": queue[2], "hand": hand,
+                               "flagged": flagged}  # fmt: skip
+
+
+def test_resort_moves_only_machine_placed_images(touched, tmp_path):
+    run, journal, who = touched
+    originals = tree_digest(tmp_path / "images")
+    before = ReviewState(run, journal).where()
+    page_hand = review_work(run, journal)
+    scores = fixed_scores(run)
+    for i, r in enumerate(rows_of(run)):  # the final model contradicts every person's decision: it must not matter
+        if r["image"] in who.values():
+            scores[i] = 0.0001 if before[r["image"]] == "1" else 0.9999
+    summary = resort_run(run, journal, ResortConfig(), scores=scores)
+    st = ReviewState(run, journal)
+    after = st.where()
+    assert {who[k]: after[who[k]] for k in who} == {who[k]: before[who[k]] for k in who}  # all left alone
+    rows = {r["image"]: r for r in rows_of(run)}
+    for i, r in enumerate(rows_of(run)):
+        if r["image"] in who.values() or r["source"].startswith("seed"):
+            continue
+        s = scores[i]
+        assert after[r["image"]] == ("0" if s <= 0.02 else "1" if s >= 0.998 else "unclear"), r
+        assert float(r["final"]) == pytest.approx(s, abs=1e-6)
+    assert review_work(run, journal) == page_hand  # the page's and the hand's work still count as such
+    assert st.status()["problems"] == []
+    assert tree_digest(tmp_path / "images") == originals
+    assert summary["after"] == {f: sum(v == f for v in after.values()) for f in sort.FOLDERS}
+    q = st.queue()["items"]
+    assert q[0]["image"] == who["flagged"] and [it["rank"] for it in q] == sorted(it["rank"] for it in q)
+    assert rows[who["unsure"]]["queue_rank"] and "final" in st.models
+    assert "## Re-sorted by the final model" in (run / "report.md").read_text() and (run / "resort.png").is_file()
+
+
+def test_resort_is_idempotent_and_keeps_the_journal_readable(touched):
+    run, journal, who = touched
+    scores = fixed_scores(run)
+    resort_run(run, journal, ResortConfig(), scores=scores)
+    files = sorted(p.relative_to(run).as_posix() for f in sort.FOLDERS for p in (run / f).iterdir())
+    again = resort_run(run, journal, ResortConfig(), scores=scores)
+    assert sorted(p.relative_to(run).as_posix() for f in sort.FOLDERS for p in (run / f).iterdir()) == files
+    assert not any(again["moved"].values())
+    st = ReviewState(run, journal)  # the run now has a `final` score column; the journal keeps its header
+    image = st.queue()["items"][-1]["image"]
+    st.decide(image, "1")
+    rows = list(csv.DictReader(open(journal)))
+    assert list(rows[0]) == ["time", "image", "label", "file", "from", "yolov8-cls", "resnet50"]
+    assert rows[-1]["image"] == image and rows[-1]["label"] == "1" and None not in rows[-1]
+
+
+def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_path, monkeypatch):
+    journal = tmp_path / "journal.csv"
+    scores = fixed_scores(fake_run)
+    real_rename, calls = os.rename, []
+
+    def crash_after_three(src, dst):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("power cut")
+        calls.append(src)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(sort.os, "rename", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        resort_run(fake_run, journal, ResortConfig(), scores=scores)
+    monkeypatch.setattr(sort.os, "rename", real_rename)
+    assert (fake_run / sort.PENDING).is_file() and "final" not in rows_of(fake_run)[0]
+    st = ReviewState(fake_run, journal)  # e.g. `pseudolabel review` opens the run next
+    assert not (fake_run / sort.PENDING).exists() and "final" in rows_of(fake_run)[0]
+    assert st.status()["problems"] == []
+    for r in rows_of(fake_run):
+        assert (fake_run / r["file"]).is_file(), r["file"]
+
+
+def test_resort_is_refused_while_a_review_page_is_open(fake_run, tmp_path):
+    with output_lock(fake_run, what="review"):
+        with pytest.raises(ValueError, match=r"another pseudolabel review \(pid \d+\) is reviewing"):
+            resort_run(fake_run, tmp_path / "j.csv", ResortConfig(), scores=fixed_scores(fake_run))
+    assert "final" not in rows_of(fake_run)[0]
+
+
+def test_resort_without_a_final_model_says_what_to_do(fake_run, tmp_path):
+    with pytest.raises(ValueError, match="run `pseudolabel retrain`"):
+        resort_run(fake_run, tmp_path / "j.csv", ResortConfig())
+    assert "final" not in rows_of(fake_run)[0] and not (fake_run / "resort.json").exists()
