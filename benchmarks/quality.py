@@ -176,6 +176,23 @@ def throughput(clf, run_dir: Path, n: int = 4000, batch: int = 512) -> dict:
     return {"torch_img_s": torch_ips, "onnx_img_s": n / (time.perf_counter() - t)}
 
 
+def resort_figures(run_dir: Path, dev: dict[str, int]) -> dict:
+    """Run `pseudolabel resort` on ``run_dir`` (in place: the run must have final/), then score its folders."""
+    from pseudolabel.resort import resort_run
+
+    cfg = load_config(run_dir / "config.yaml")
+    summary = resort_run(run_dir, run_dir / "bench-journal.csv", cfg.resort)
+    res = score_run(run_dir, dev)
+    print(f"\n| after `pseudolabel resort` ({cfg.resort.closed_below:g} / {cfg.resort.open_above:g}) | value | target |"
+          "\n|---|---|---|")
+    print(f"| precision of 0/ (closed) | {100 * res['precision_0']:.2f} % ({res['n_dev_0']} dev images) | >= 99 % |")
+    print(f"| precision of 1/ (open) | {100 * res['precision_1']:.2f} % ({res['n_dev_1']} dev images) | >= 99 % |")
+    print(f"| unclear share of the pool | {100 * res['unclear']:.1f} % | <= 10 % |")
+    print(f"| seconds | {summary['seconds']:.0f} | |")
+    return {"precision_0": res["precision_0"], "precision_1": res["precision_1"], "unclear": res["unclear"],
+            "seconds": summary["seconds"]}  # fmt: skip
+
+
 def print_final(res: dict) -> None:
     print("\n| final model (retrain) | dev accuracy | dev EER | target |\n|---|---|---|---|")
     print(f"| pipeline: FixMatch on the merged set, {res.get('members', 1)} member(s) ({res['params'] / 1e6:.2f} M params) "
@@ -196,9 +213,13 @@ STABLE = {"precision_0": ("precision of 0/", 100, "%"), "precision_1": ("precisi
           "logreg_acc": ("baseline: logistic regression on pixels: accuracy", 100, "%"),
           "logreg_eer": ("baseline: logistic regression on pixels: EER", 100, "%"),
           "flagged": ("label check: images flagged", 1, ""), "flagged_seeds": ("label check: seed labels flagged", 1, ""),
+          "resort_precision_0": ("after `resort`: precision of 0/", 100, "%"),
+          "resort_precision_1": ("after `resort`: precision of 1/", 100, "%"),
+          "resort_unclear": ("after `resort`: unclear share of the pool", 100, "%"),
           "run_seconds": ("`run` wall seconds", 1, "s"), "retrain_seconds": ("`retrain` wall seconds", 1, "s"),
           "pretrain_seconds": ("`retrain` stage: SimCLR, all members", 1, "s"),
           "train_seconds": ("`retrain` stage: warm-up and FixMatch, all members", 1, "s"),
+          "resort_seconds": ("`resort` wall seconds", 1, "s"),
           "torch_img_s": ("predict, TorchScript, images/s", 1, ""), "onnx_img_s": ("predict, ONNX Runtime, images/s", 1, "")}
 
 
@@ -206,7 +227,8 @@ def seeds_table(results: list[dict]) -> None:
     """Mean ± std over seeds of the figures in STABLE, then of each `run` stage's wall seconds.
 
     ``results``: one dict per seed as `main_one` returns it (run figures, ``seconds``, ``final``)."""
-    flat = [{**r, **r.get("final", {}), "run_seconds": r["seconds"]["total"]} for r in results]
+    flat = [{**r, **r.get("final", {}), **{f"resort_{k}": v for k, v in r.get("resort", {}).items()},
+             "run_seconds": r["seconds"]["total"]} for r in results]  # fmt: skip
     rows = [(label, scale, unit, [f[key] for f in flat if key in f]) for key, (label, scale, unit) in STABLE.items()]
     stages = [{k.split(" (")[0]: v for k, v in r["seconds"].items()} for r in results]  # "train resnet50 (3080 labeled)"
     rows += [(f"`run` stage: {stage}", 1, "s", [s[stage] for s in stages if stage in s]) for stage in stages[0] if stage != "total"]
@@ -227,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--sweep", action="store_true", help="also print precision/unclear for other margins")
     ap.add_argument("--retrain", action="store_true", help="also retrain the final model and score it and the baselines")
-    ap.add_argument("--seeds", type=int, help="run and retrain with seeds 0..N-1 into OUT/seedK; print mean ± std")
+    ap.add_argument("--resort", action="store_true", help="after --retrain (or on a --run with final/), run "
+                    "`pseudolabel resort` on the run in place and score its folders again")
+    ap.add_argument("--seeds", type=int, help="run, retrain and resort with seeds 0..N-1 into OUT/seedK; print mean ± std")
     ap.add_argument("--table", type=Path, help="print the mean ± std table again from the --json of a --seeds run")
     args = ap.parse_args(argv)
     if args.table:
@@ -237,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds:
         results = []
         for k in range(args.seeds):
+            args.resort = True
             results.append(main_one(args, dev, k, retrain=True, out=args.out / f"seed{k}"))
             print(f"seed {k} done", flush=True)
         seeds_table(results)
@@ -268,6 +293,8 @@ def main_one(args, dev: dict[str, int], seed: int | None, retrain: bool, run_dir
         fin = final_figures(run_dir, dev, seed, quiet=not sys.stderr.isatty())
         print_final(fin)
         res["final"] = fin
+    if args.resort:
+        res["resort"] = resort_figures(run_dir, dev)
     return res
 
 
