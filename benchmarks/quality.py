@@ -193,6 +193,31 @@ def resort_figures(run_dir: Path, dev: dict[str, int]) -> dict:
             "seconds": summary["seconds"]}  # fmt: skip
 
 
+def resort_sweep(run_dir: Path, dev: dict[str, int], closed=(0.005, 0.01, 0.02, 0.05, 0.1),
+                 opened=(0.99, 0.995, 0.998, 0.999)) -> list[dict]:
+    """Precision of 0/ and 1/ and the unclear share for other resort thresholds, from the `final`
+    column a resort left in predictions.csv (the same pure rule; no files move). Assumes no review."""
+    from pseudolabel.resort import resort
+
+    with open(run_dir / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    s = np.array([float(r["final"]) for r in rows])
+    now = np.array([-1 if r["decision"] == "unclear" else int(r["decision"]) for r in rows])
+    movable = np.array([not r["source"].startswith("seed") and not r.get("issue") for r in rows])
+    lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
+    y = np.array([dev[rows[i]["image"]] for i in lab])
+    out = []
+    print("\n| closed_below | open_above | precision 0/ | precision 1/ | unclear |\n|---|---|---|---|---|")
+    for c in closed:
+        for o in opened:
+            d, _ = resort(s, now, movable, np.zeros(len(s), bool), closed_below=c, open_above=o)
+            p0, p1 = (float(np.mean(y[d[lab] == k] == k)) for k in (0, 1))
+            out.append({"closed_below": c, "open_above": o, "precision_0": p0, "precision_1": p1,
+                        "unclear": float(np.mean(d == -1))})  # fmt: skip
+            print(f"| {c} | {o} | {100 * p0:.2f} % | {100 * p1:.2f} % | {100 * np.mean(d == -1):.1f} % |")
+    return out
+
+
 def print_final(res: dict) -> None:
     print("\n| final model (retrain) | dev accuracy | dev EER | target |\n|---|---|---|---|")
     print(f"| pipeline: FixMatch on the merged set, {res.get('members', 1)} member(s) ({res['params'] / 1e6:.2f} M params) "
@@ -247,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-quality")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--sweep", action="store_true", help="also print precision/unclear for other margins")
+    ap.add_argument("--sweep", action="store_true", help="also print precision/unclear for other margins "
+                    "(and, with --resort, for other resort thresholds)")
     ap.add_argument("--retrain", action="store_true", help="also retrain the final model and score it and the baselines")
     ap.add_argument("--resort", action="store_true", help="after --retrain (or on a --run with final/), run "
                     "`pseudolabel resort` on the run in place and score its folders again")
@@ -295,6 +321,8 @@ def main_one(args, dev: dict[str, int], seed: int | None, retrain: bool, run_dir
         res["final"] = fin
     if args.resort:
         res["resort"] = resort_figures(run_dir, dev)
+        if args.sweep:
+            res["resort_sweep"] = resort_sweep(run_dir, dev)
     return res
 
 
