@@ -148,6 +148,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"{name} ({m['parameters'] / 1e6:.2f} M params): validation accuracy {a['accuracy']:.3f}, "
           f"EER {m['eer']:.3f} at {m['eer_threshold']:.2f}, ROC AUC {m['roc_auc']:.3f}; {m['seconds']:.0f} s")
     print(f"exported {run / 'final' / 'model.ts'} and model.onnx; metrics and plots in {run / 'final'}")
+    print(f"next: `pseudolabel resort {run}` lets this model shrink unclear/ before you review")
     return 0
 
 
