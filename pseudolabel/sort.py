@@ -1,7 +1,8 @@
-"""Put pool images into the run's class folders. The only step that touches files.
+"""Put pool images into the run's class folders, and move them there for a re-sort.
 
 Originals are never moved or changed: each run folder entry is a hard link
-(same bytes, no extra space) or, where linking is impossible, a copy.
+(same bytes, no extra space) or, where linking is impossible, a copy. A re-sort
+(:func:`move_within`) moves only those entries, within the run, plan first.
 Unclear files carry their queue rank as a name prefix (``00001_name.jpg``) so a
 file manager shows them most useful first.
 """
