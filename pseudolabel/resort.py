@@ -127,7 +127,7 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
     from .report import resort_plot, write_resort_section
 
     run_dir = Path(run_dir)
-    with output_lock(run_dir, what="resort"):
+    with output_lock(run_dir, what="resort"), output_lock(run_dir / "final", what="resort"):  # no review, no retrain
         t0 = time.perf_counter()
         state = ReviewState(run_dir, journal)  # also finishes an interrupted re-sort or page decision
         rows = _read_rows(run_dir)

@@ -205,7 +205,7 @@ def retrain(cfg: Config, run_dir: Path, journal: Path | None = None, overwrite: 
     Holds ``run_dir/.final.lock`` throughout: a second retrain of the same run is refused."""
     from .pipeline import output_lock
 
-    with output_lock(Path(run_dir) / "final"):
+    with output_lock(Path(run_dir) / "final", what="retrain"):
         return _retrain_locked(cfg, Path(run_dir), journal, overwrite, progress)
 
 

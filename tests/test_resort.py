@@ -156,9 +156,13 @@ def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_pat
         assert (fake_run / r["file"]).is_file(), r["file"]
 
 
-def test_resort_is_refused_while_a_review_page_is_open(fake_run, tmp_path):
-    with output_lock(fake_run, what="review"):
-        with pytest.raises(ValueError, match=r"another pseudolabel review \(pid \d+\) is reviewing"):
+@pytest.mark.parametrize("where,holder,match", [
+    ("", "review", r"another pseudolabel review \(pid \d+\) is reviewing"),
+    ("final", "retrain", r"another pseudolabel retrain \(pid \d+\) is writing .*final; wait for it$"),
+])
+def test_resort_is_refused_while_a_review_page_is_open_or_retrain_runs(fake_run, tmp_path, where, holder, match):
+    with output_lock(fake_run / where if where else fake_run, what=holder):
+        with pytest.raises(ValueError, match=match):
             resort_run(fake_run, tmp_path / "j.csv", ResortConfig(), scores=fixed_scores(fake_run))
     assert "final" not in rows_of(fake_run)[0]
 
