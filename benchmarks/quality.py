@@ -285,9 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     dev = read_dev()
     if args.seeds:
-        results = []
+        results, args.resort = [], True
         for k in range(args.seeds):
-            args.resort = True
             results.append(main_one(args, dev, k, retrain=True, out=args.out / f"seed{k}"))
             print(f"seed {k} done", flush=True)
         seeds_table(results)
