@@ -197,13 +197,14 @@ def resort_sweep(run_dir: Path, dev: dict[str, int], closed=(0.005, 0.01, 0.02, 
                  opened=(0.99, 0.995, 0.998, 0.999)) -> list[dict]:
     """Precision of 0/ and 1/ and the unclear share for other resort thresholds, from the `final`
     column a resort left in predictions.csv (the same pure rule; no files move). Assumes no review."""
-    from pseudolabel.resort import resort
+    from pseudolabel.resort import movable_images, resort
+    from pseudolabel.sort import decision_of
 
     with open(run_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     s = np.array([float(r["final"]) for r in rows])
-    now = np.array([-1 if r["decision"] == "unclear" else int(r["decision"]) for r in rows])
-    movable = np.array([not r["source"].startswith("seed") and not r.get("issue") for r in rows])
+    now = np.array([decision_of(r["decision"]) for r in rows])
+    movable = movable_images(rows, {r["image"]: r["decision"] for r in rows}, set())  # no review, no hand moves
     lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
     y = np.array([dev[rows[i]["image"]] for i in lab])
     out = []

@@ -24,7 +24,7 @@ import numpy as np
 from . import sort
 from .config import ResortConfig
 from .review import ReviewState
-from .vote import UNCLEAR
+from .vote import UNCLEAR, folder_counts
 
 SCORE_COLUMN = "final"  # predictions.csv column with the final model's P(open)
 
@@ -71,12 +71,13 @@ def movable_images(rows: list[dict], where: dict[str, str], decided: set[str]) -
     ])  # fmt: skip
 
 
-def score_run(run_dir: Path, state: ReviewState, rows: list[dict], model: str | Path | None = None) -> np.ndarray:
-    """(N,) P(open) from the exported final model for every image of ``rows``, read from the run's folders."""
+def score_run(run_dir: Path, state: ReviewState, rows: list[dict], where: dict[str, str],
+              model: str | Path | None = None) -> np.ndarray:
+    """(N,) P(open) from the exported final model for every image of ``rows``, read from the run's
+    folders (``where``: {image: folder} as :meth:`ReviewState.where` gives it)."""
     from .predict import EyeStateClassifier
 
     clf = EyeStateClassifier.load(model or run_dir)
-    where = state.where()
     missing = [r["image"] for r in rows if r["image"] not in where]
     if missing:
         raise ValueError(f"{run_dir}: {len(missing)} image(s) missing from the run folders, e.g. {missing[0]}; "
@@ -115,10 +116,6 @@ def _csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _counts(decision: np.ndarray) -> dict[str, int]:
-    return {sort.folder_of(d): int((decision == d).sum()) for d in (0, 1, UNCLEAR)}
-
-
 def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path | None = None,
                scores: np.ndarray | None = None) -> dict:
     """Re-sort ``run_dir`` with its final model (or ``model``; or given (N,) ``scores`` in
@@ -133,15 +130,15 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
         rows = _read_rows(run_dir)
         where = state.where()
         movable = movable_images(rows, where, set(state.journal.last_decisions()))
-        now = np.array([-1 if f == "unclear" else int(f) for f in (where.get(r["image"], r["decision"]) for r in rows)])
-        s = score_run(run_dir, state, rows, model) if scores is None else np.asarray(scores, dtype=np.float64)
+        now = np.array([sort.decision_of(where.get(r["image"], r["decision"])) for r in rows])
+        s = score_run(run_dir, state, rows, where, model) if scores is None else np.asarray(scores, dtype=np.float64)
         first = np.array([bool(r.get("issue")) for r in rows])
         decision, rank = resort(s, now, movable, first, closed_below=rc.closed_below, open_above=rc.open_above)
         rows_after, moves = new_rows(rows, s, decision, rank, movable)
         sort.move_within(run_dir, moves, _csv_text(rows_after))
         summary = {
-            "closed_below": rc.closed_below, "open_above": rc.open_above, "before": _counts(now),
-            "after": _counts(decision), "movable": int(movable.sum()),
+            "closed_below": rc.closed_below, "open_above": rc.open_above, "before": folder_counts(now),
+            "after": folder_counts(decision), "movable": int(movable.sum()),
             "moved": {f"{a}->{b}": int(((now == x) & (decision == y)).sum())
                       for a, x in (("0", 0), ("1", 1), ("unclear", UNCLEAR))
                       for b, y in (("0", 0), ("1", 1), ("unclear", UNCLEAR)) if x != y},

@@ -32,6 +32,11 @@ def folder_of(decision: int) -> str:
     return "unclear" if decision == UNCLEAR else str(int(decision))
 
 
+def decision_of(folder: str) -> int:
+    """The inverse of :func:`folder_of`: "0" -> 0, "1" -> 1, "unclear" -> -1."""
+    return UNCLEAR if folder == "unclear" else int(folder)
+
+
 def file_name(image: str, decision: int, rank: int) -> str:
     """Name of the image inside its run folder: nested paths are flattened with '__';
     unclear images get their 1-based queue rank as a 5-digit prefix."""

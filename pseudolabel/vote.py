@@ -22,8 +22,13 @@ class Votes:
     disagree: np.ndarray
 
     def counts(self) -> dict[str, int]:
-        d = self.decision
-        return {"0": int((d == 0).sum()), "1": int((d == 1).sum()), "unclear": int((d == UNCLEAR).sum())}
+        return folder_counts(self.decision)
+
+
+def folder_counts(decision: np.ndarray) -> dict[str, int]:
+    """{"0", "1", "unclear"}: how many of the (N,) decisions fall in each folder."""
+    d = np.asarray(decision)
+    return {"0": int((d == 0).sum()), "1": int((d == 1).sum()), "unclear": int((d == UNCLEAR).sum())}
 
 
 def _as_scores(p: np.ndarray, name: str) -> np.ndarray:
