@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -36,10 +37,15 @@ def read_dev(path: Path = DEV) -> dict[str, int]:
         return {r["image"]: int(r["label"]) for r in csv.DictReader(f)}
 
 
+def _rows(run_dir: Path) -> list[dict]:
+    """predictions.csv of ``run_dir`` as a list of dict rows."""
+    with open(run_dir / "predictions.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def score_run(run_dir: Path, dev: dict[str, int]) -> dict:
     """Dev-label figures for a finished run folder."""
-    with open(run_dir / "predictions.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(run_dir)
     models = model_columns(list(rows[0]))
     out: dict = {"pool": len(rows)}
     out["unclear"] = sum(r["decision"] == "unclear" for r in rows) / len(rows)
@@ -82,8 +88,7 @@ def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0
     Seed labels are not applied here, so figures differ slightly from the run's own folders."""
     from pseudolabel.vote import vote
 
-    with open(run_dir / "predictions.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(run_dir)
     models = model_columns(list(rows[0]))
     a, b = (np.array([float(r[m]) for r in rows]) for m in models)
     lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
@@ -183,7 +188,8 @@ def resort_figures(run_dir: Path, dev: dict[str, int]) -> dict:
     cfg = load_config(run_dir / "config.yaml")
     summary = resort_run(run_dir, run_dir / "bench-journal.csv", cfg.resort)
     res = score_run(run_dir, dev)
-    print(f"\n| after `pseudolabel resort` ({cfg.resort.closed_below:g} / {cfg.resort.open_above:g}) | value | target |"
+    print(f"\n| after `pseudolabel resort` ({cfg.resort.closed_below:g} / {cfg.resort.open_above:g}, keep_agreed "
+          f"{cfg.resort.keep_agreed:g}) | value | target |"
           "\n|---|---|---|")
     print(f"| precision of 0/ (closed) | {100 * res['precision_0']:.2f} % ({res['n_dev_0']} dev images) | >= 99 % |")
     print(f"| precision of 1/ (open) | {100 * res['precision_1']:.2f} % ({res['n_dev_1']} dev images) | >= 99 % |")
@@ -193,29 +199,29 @@ def resort_figures(run_dir: Path, dev: dict[str, int]) -> dict:
             "seconds": summary["seconds"]}  # fmt: skip
 
 
-def resort_sweep(run_dir: Path, dev: dict[str, int], closed=(0.005, 0.01, 0.02, 0.05, 0.1),
-                 opened=(0.99, 0.995, 0.998, 0.999)) -> list[dict]:
-    """Precision of 0/ and 1/ and the unclear share for other resort thresholds, from the `final`
-    column a resort left in predictions.csv (the same pure rule; no files move). Assumes no review."""
+def resort_sweep(before: list[dict], run_dir: Path, dev: dict[str, int], closed=(0.005, 0.01, 0.02, 0.05, 0.1),
+                 opened=(0.99, 0.995, 0.998, 0.999), keeps=(1.0, 0.95, 0.9, 0.8)) -> list[dict]:
+    """Precision of 0/ and 1/ and the unclear share for other resort settings: the same pure rule on
+    the predictions.csv rows from ``before`` the real resort, with the `final` scores it left in
+    ``run_dir`` (no files move). Assumes no review."""
     from pseudolabel.resort import movable_images, resort
     from pseudolabel.sort import decision_of
 
-    with open(run_dir / "predictions.csv") as f:
-        rows = list(csv.DictReader(f))
-    s = np.array([float(r["final"]) for r in rows])
-    now = np.array([decision_of(r["decision"]) for r in rows])
-    movable = movable_images(rows, {r["image"]: r["decision"] for r in rows}, set())  # no review, no hand moves
-    lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
-    y = np.array([dev[rows[i]["image"]] for i in lab])
+    score = {r["image"]: float(r["final"]) for r in _rows(run_dir)}
+    s = np.array([score[r["image"]] for r in before])
+    now = np.array([decision_of(r["decision"]) for r in before])
+    movable = movable_images(before, {r["image"]: r["decision"] for r in before}, set())  # no review, no hand moves
+    voted = np.array([r["source"] == "vote" for r in before])
+    lab = np.array([i for i, r in enumerate(before) if r["image"] in dev])
+    y = np.array([dev[before[i]["image"]] for i in lab])
     out = []
-    print("\n| closed_below | open_above | precision 0/ | precision 1/ | unclear |\n|---|---|---|---|---|")
-    for c in closed:
-        for o in opened:
-            d, _ = resort(s, now, movable, np.zeros(len(s), bool), closed_below=c, open_above=o)
-            p0, p1 = (float(np.mean(y[d[lab] == k] == k)) for k in (0, 1))
-            out.append({"closed_below": c, "open_above": o, "precision_0": p0, "precision_1": p1,
-                        "unclear": float(np.mean(d == -1))})  # fmt: skip
-            print(f"| {c} | {o} | {100 * p0:.2f} % | {100 * p1:.2f} % | {100 * np.mean(d == -1):.1f} % |")
+    print("\n| keep_agreed | closed_below | open_above | precision 0/ | precision 1/ | unclear |\n|---|---|---|---|---|---|")
+    for k, c, o in itertools.product(keeps, closed, opened):
+        d, _ = resort(s, now, movable, np.zeros(len(s), bool), closed_below=c, open_above=o, voted=voted, keep_agreed=k)
+        p0, p1 = (float(np.mean(y[d[lab] == j] == j)) for j in (0, 1))
+        out.append({"keep_agreed": k, "closed_below": c, "open_above": o, "precision_0": p0, "precision_1": p1,
+                    "unclear": float(np.mean(d == -1))})  # fmt: skip
+        print(f"| {k} | {c} | {o} | {100 * p0:.2f} % | {100 * p1:.2f} % | {100 * np.mean(d == -1):.1f} % |")
     return out
 
 
@@ -320,9 +326,10 @@ def main_one(args, dev: dict[str, int], seed: int | None, retrain: bool, run_dir
         print_final(fin)
         res["final"] = fin
     if args.resort:
+        before = _rows(run_dir)
         res["resort"] = resort_figures(run_dir, dev)
         if args.sweep:
-            res["resort_sweep"] = resort_sweep(run_dir, dev)
+            res["resort_sweep"] = resort_sweep(before, run_dir, dev)
     return res
 
 

@@ -159,11 +159,14 @@ def write_resort_section(report_md: Path, summary: dict) -> None:
     rows = [[f"{k}/", b[k], a[k], f"{100 * a[k] / total:.1f} %"] for k in ("0", "1", "unclear")]
     moved = ", ".join(f"{v} from {k.split('->')[0]}/ to {k.split('->')[1]}/" for k, v in summary["moved"].items()
                       if v) or "nothing"  # fmt: skip
+    keep = summary.get("keep_agreed", 1.0)
+    agreed = (f"An image still where the seed models' vote put it stayed there when the final model agreed at >= "
+              f"{keep:g} ({summary['kept_agreed']} images). " if keep < 1.0 else "")  # fmt: skip
     section = "\n\n".join([
         RESORT_TITLE,
         f"`pseudolabel resort` let the final model re-decide the {summary['movable']} images only machines had placed: "
         f"`0/` at P(open) <= {summary['closed_below']:g}, `1/` at >= {summary['open_above']:g}, `unclear/` otherwise. "
-        "Seed labels, reviewed images, hand moves and flagged labels were left where they were. "
+        f"{agreed}Seed labels, reviewed images, hand moves and flagged labels were left where they were. "
         f"Moved: {moved}.",
         _table(["folder", "before", "after", "share after"], rows), "![final scores](resort.png)"])
     text = report_md.read_text() if report_md.is_file() else ""

@@ -4,7 +4,8 @@ The final model is a better judge than the two seed models' vote (97 % against 9
 dev labels), so it shrinks the review queue: every image that the vote placed and nobody has
 touched since goes to ``0/`` when its P(open) <= ``closed_below``, to ``1/`` when it is >=
 ``open_above``, and to ``unclear/`` otherwise (which may also send a vote decision back for
-review). Never moved: the seed labels, anything decided on the review page (even "unsure"),
+review). An image still where the two seed models' vote put it stays there when the final model
+agrees with that vote at ``keep_agreed`` or more (three models agreeing). Never moved: the seed labels, anything decided on the review page (even "unsure"),
 anything moved by hand, and the images the label check flagged.
 
 :func:`resort` is the pure rule. :func:`resort_run` reads the run, scores it and moves the
@@ -30,25 +31,34 @@ SCORE_COLUMN = "final"  # predictions.csv column with the final model's P(open)
 
 
 def resort(scores: np.ndarray, decision: np.ndarray, movable: np.ndarray, first: np.ndarray, *,
-           closed_below: float, open_above: float) -> tuple[np.ndarray, np.ndarray]:
+           closed_below: float, open_above: float, voted: np.ndarray | None = None,
+           keep_agreed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Re-decide the movable images from the final model's scores.
 
     scores: (N,) P(open) from the final model. decision: (N,) int, where each image is now
     (1, 0 or -1 = unclear). movable: (N,) bool, images a machine placed and nobody touched.
     first: (N,) bool, unclear images that stay at the front of the queue (label-check flags).
-    Returns (decision, rank): (N,) int new decisions, and (N,) int 1-based queue ranks for the
-    unclear images (0 otherwise), the flagged ones first, then the least sure (score nearest 0.5).
+    voted: (N,) bool or None, images still where the seed models' vote put them; a voted image in
+    ``1/`` stays when its score is >= ``keep_agreed``, one in ``0/`` when it is <= 1 - keep_agreed
+    (1.0 turns this off). Returns (decision, rank): (N,) int new decisions, and (N,) int 1-based
+    queue ranks for the unclear images (0 otherwise), the flagged ones first, then the least sure
+    (score nearest 0.5).
     """
     s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 1 or not (s.shape == np.shape(decision) == np.shape(movable) == np.shape(first)):
-        raise ValueError(f"scores, decision, movable and first must be (N,) arrays of one length, got {s.shape}, "
-                         f"{np.shape(decision)}, {np.shape(movable)}, {np.shape(first)}")  # fmt: skip
+    voted = np.zeros(s.shape, bool) if voted is None else np.asarray(voted, bool)
+    if s.ndim != 1 or not (s.shape == np.shape(decision) == np.shape(movable) == np.shape(first) == voted.shape):
+        raise ValueError(f"scores, decision, movable, first and voted must be (N,) arrays of one length, got "
+                         f"{s.shape}, {np.shape(decision)}, {np.shape(movable)}, {np.shape(first)}, {voted.shape}")  # fmt: skip
     if s.size and (np.isnan(s).any() or s.min() < 0.0 or s.max() > 1.0):
         raise ValueError("scores must lie in [0, 1]")
     if not 0.0 <= closed_below < 0.5 < open_above <= 1.0:
         raise ValueError(f"need 0 <= closed_below < 0.5 < open_above <= 1, got {closed_below!r}, {open_above!r}")
-    new = np.where(movable, np.where(s >= open_above, 1, np.where(s <= closed_below, 0, UNCLEAR)), decision)
-    new = new.astype(np.int64)
+    if not 0.5 < keep_agreed <= 1.0:
+        raise ValueError(f"keep_agreed must be in (0.5, 1], got {keep_agreed!r}")
+    d = np.asarray(decision)
+    agreed = voted & (((d == 1) & (s >= keep_agreed)) | ((d == 0) & (s <= 1.0 - keep_agreed)))
+    rule = np.where(s >= open_above, 1, np.where(s <= closed_below, 0, UNCLEAR))
+    new = np.where(movable & ~agreed, rule, d).astype(np.int64)
     queued = np.flatnonzero(new == UNCLEAR)
     order = np.lexsort((queued, np.abs(s[queued] - 0.5), ~np.asarray(first, bool)[queued]))  # last key first
     rank = np.zeros(s.shape, dtype=np.int64)
@@ -133,11 +143,15 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
         now = np.array([sort.decision_of(where.get(r["image"], r["decision"])) for r in rows])
         s = score_run(run_dir, state, rows, where, model) if scores is None else np.asarray(scores, dtype=np.float64)
         first = np.array([bool(r.get("issue")) for r in rows])
-        decision, rank = resort(s, now, movable, first, closed_below=rc.closed_below, open_above=rc.open_above)
+        voted = np.array([r["source"] == "vote" for r in rows])
+        rule = {"closed_below": rc.closed_below, "open_above": rc.open_above}
+        decision, rank = resort(s, now, movable, first, voted=voted, keep_agreed=rc.keep_agreed, **rule)
+        kept = int((decision != resort(s, now, movable, first, **rule)[0]).sum())  # stayed only by agreement
         rows_after, moves = new_rows(rows, s, decision, rank, movable)
         sort.move_within(run_dir, moves, _csv_text(rows_after))
         summary = {
-            "closed_below": rc.closed_below, "open_above": rc.open_above, "before": folder_counts(now),
+            "closed_below": rc.closed_below, "open_above": rc.open_above, "keep_agreed": rc.keep_agreed,
+            "kept_agreed": kept, "before": folder_counts(now),
             "after": folder_counts(decision), "movable": int(movable.sum()),
             "moved": {f"{a}->{b}": int(((now == x) & (decision == y)).sum())
                       for a, x in (("0", 0), ("1", 1), ("unclear", UNCLEAR))

@@ -33,6 +33,7 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("retrain:\n  weak_shift: nearest\n", "retrain weak_shift.*'nearest'"),
         ("resort:\n  open_above: 0.4\n", "resort: need 0 <= closed_below < 0.5 < open_above <= 1"),
         ("resort:\n  closed_below: -0.1\n", "closed_below=-0.1"),
+        ("resort:\n  keep_agreed: 1.5\n", r"resort: keep_agreed must be in \(0.5, 1\], got 1.5"),
         ("resort:\n  open_abve: 0.99\n", "resort.*unknown key.*open_abve"),
         ("name: [unclosed\n", "not valid YAML"),
     ],

@@ -36,6 +36,26 @@ def test_resort_rule(score, now, movable, expected):
     assert d[0] == expected and rank[0] == (1 if expected == U else 0)
 
 
+@pytest.mark.parametrize(
+    "score,now,voted,keep,expected",
+    [
+        (0.95, 1, True, 0.9, 1),  # the final model agrees with the vote's 1/: it stays
+        (0.05, 0, True, 0.9, 0),  # and with its 0/
+        (0.9, 1, True, 0.9, 1),  # keep_agreed itself counts
+        (0.85, 1, True, 0.9, U),  # agreeing, but not at keep_agreed: back for review
+        (0.95, 0, True, 0.9, U),  # disagreeing with the vote: back for review
+        (0.9995, 0, True, 0.9, 1),  # contradicting it beyond open_above: moves
+        (0.95, 1, False, 0.9, U),  # placed by an earlier re-sort, not by the vote: the plain rule
+        (0.95, U, True, 0.9, U),  # the vote left it unclear: nothing to keep
+        (0.95, 1, True, 1.0, U),  # 1.0 turns keeping off
+    ],
+)
+def test_resort_keeps_a_vote_the_final_model_agrees_with(score, now, voted, keep, expected):
+    d, _ = resort(np.array([score]), np.array([now]), np.array([True]), np.array([False]), voted=np.array([voted]),
+                  keep_agreed=keep, **RULE)  # fmt: skip
+    assert d[0] == expected
+
+
 def test_queue_puts_flagged_first_then_least_sure():
     s = np.array([0.9, 0.5, 0.3, 0.001, 0.6, 0.2])
     now = np.full(6, U)
@@ -52,6 +72,8 @@ def test_queue_puts_flagged_first_then_least_sure():
         ([0.5, np.nan], RULE, "scores must lie in"),
         ([0.5], RULE, "one length"),
         ([0.5, 0.5], {"closed_below": 0.6, "open_above": 0.9}, "closed_below < 0.5 < open_above"),
+        ([0.5, 0.5], {**RULE, "keep_agreed": 0.5}, r"keep_agreed must be in \(0.5, 1\], got 0.5"),
+        ([0.5, 0.5], {**RULE, "voted": np.ones(3, bool)}, "one length"),
     ],
 )
 def test_resort_rejects_bad_input(scores, kwargs, match):
@@ -92,11 +114,15 @@ def test_resort_moves_only_machine_placed_images(touched, tmp_path):
     originals = tree_digest(tmp_path / "images")
     before = ReviewState(run, journal).where()
     page_hand = review_work(run, journal)
+    rows_before = {r["image"]: r for r in rows_of(run)}
     scores = fixed_scores(run)
     for i, r in enumerate(rows_of(run)):  # the final model contradicts every person's decision: it must not matter
         if r["image"] in who.values():
             scores[i] = 0.0001 if before[r["image"]] == "1" else 0.9999
-    summary = resort_run(run, journal, ResortConfig(), scores=scores)
+        elif r["source"] == "vote" and r["decision"] in "01" and i % 3 == 0:  # and agrees, not surely, with some votes
+            scores[i] = 0.95 if r["decision"] == "1" else 0.05
+    rc = ResortConfig()
+    summary = resort_run(run, journal, rc, scores=scores)
     st = ReviewState(run, journal)
     after = st.where()
     assert {who[k]: after[who[k]] for k in who} == {who[k]: before[who[k]] for k in who}  # all left alone
@@ -104,13 +130,17 @@ def test_resort_moves_only_machine_placed_images(touched, tmp_path):
     for i, r in enumerate(rows_of(run)):
         if r["image"] in who.values() or r["source"].startswith("seed"):
             continue
-        s = scores[i]
-        assert after[r["image"]] == ("0" if s <= 0.02 else "1" if s >= 0.998 else "unclear"), r
+        s, was = scores[i], rows_before[r["image"]]
+        agree = (was["decision"], s >= rc.keep_agreed, s <= 1 - rc.keep_agreed) in (("1", True, False), ("0", False, True))
+        kept = was["source"] == "vote" and agree
+        assert after[r["image"]] == (was["decision"] if kept else "0" if s <= rc.closed_below else "1"
+                                     if s >= rc.open_above else "unclear"), r  # fmt: skip
         assert float(r["final"]) == pytest.approx(s, abs=1e-6)
     assert review_work(run, journal) == page_hand  # the page's and the hand's work still count as such
     assert st.status()["problems"] == []
     assert tree_digest(tmp_path / "images") == originals
     assert summary["after"] == {f: sum(v == f for v in after.values()) for f in sort.FOLDERS}
+    assert summary["kept_agreed"] > 0 and f"({summary['kept_agreed']} images)" in (run / "report.md").read_text()
     q = st.queue()["items"]
     assert q[0]["image"] == who["flagged"] and [it["rank"] for it in q] == sorted(it["rank"] for it in q)
     assert rows[who["unsure"]]["queue_rank"] and "final" in st.models

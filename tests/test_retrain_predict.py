@@ -162,7 +162,8 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    args = [str(run), "--journal", str(tmp_path / "j.csv"), "--closed-below", "0.3", "--open-above", "0.7"]
+    args = [str(run), "--journal", str(tmp_path / "j.csv"), "--closed-below", "0.3", "--open-above", "0.7",
+            "--keep-agreed", "0.95"]
     out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "resort", *args], capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -176,7 +177,7 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
         if not r["source"].startswith("seed"):
             assert where[r["image"]] == ("0" if s <= 0.3 else "1" if s >= 0.7 else "unclear"), (r, s)
     summary = json.loads((run / "resort.json").read_text())
-    assert (summary["closed_below"], summary["open_above"]) == (0.3, 0.7)
+    assert (summary["closed_below"], summary["open_above"], summary["keep_agreed"]) == (0.3, 0.7, 0.95)
     assert summary["after"]["unclear"] < summary["before"]["unclear"]
 
 
