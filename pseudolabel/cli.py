@@ -158,7 +158,7 @@ def _add_resort(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
     p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
     p.add_argument("--model", help="exported model to sort with (default: RUN/final)")
-    p.add_argument("--closed-below", type=float, dest="closed_below", help="0/ when P(open) <= this (default 0.02)")
+    p.add_argument("--closed-below", type=float, dest="closed_below", help="0/ when P(open) <= this (default 0.05)")
     p.add_argument("--open-above", type=float, dest="open_above", help="1/ when P(open) >= this (default 0.998)")
     p.add_argument("--keep-agreed", type=float, dest="keep_agreed", help="a vote decision stays when the final "
                    "model agrees at >= this (default 0.9; 1 = off)")  # fmt: skip
