@@ -138,15 +138,20 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def resort_plot(scores: np.ndarray, closed_below: float, open_above: float, png: Path) -> None:
-    """Histogram of the final model's (N,) P(open) on a log-odds axis, with the two re-sort thresholds."""
+def resort_plot(scores: np.ndarray, closed_below: float, open_above: float, png: Path, keep_agreed: float = 1.0
+                ) -> None:
+    """Histogram of the final model's (N,) P(open) on a log-odds axis, with the two re-sort thresholds
+    and, when ``keep_agreed`` < 1, where a vote decision the final model agrees with stays."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.4), dpi=120)
     ax.hist(_logit(np.asarray(scores, dtype=np.float64)), bins=80, color="0.55")
     ax.axvline(_logit(closed_below), color="C0", ls="--", label=f"0/ at P(open) <= {closed_below:g}")
     ax.axvline(_logit(open_above), color="C1", ls="--", label=f"1/ at P(open) >= {open_above:g}")
+    if keep_agreed < 1.0:
+        ax.axvspan(_logit(1.0 - keep_agreed), _logit(keep_agreed), color="C2", alpha=0.08, lw=0,
+                   label=f"{1 - keep_agreed:g} < P(open) < {keep_agreed:g}: no vote decision is kept")  # fmt: skip
     ax.set(xlabel="final model: log-odds of open", ylabel="images", yscale="log", title="Re-sort thresholds")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)

@@ -159,7 +159,7 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
             "seconds": round(time.perf_counter() - t0, 1), "model": str(model or run_dir / "final"),
         }  # fmt: skip
         sort.write_atomic(run_dir / "resort.json", json.dumps(summary, indent=2))
-        resort_plot(s, rc.closed_below, rc.open_above, run_dir / "resort.png")
+        resort_plot(s, rc.closed_below, rc.open_above, run_dir / "resort.png", rc.keep_agreed)
         write_resort_section(run_dir / "report.md", summary)
         write_manifest(run_dir)
     return summary
