@@ -6,18 +6,29 @@ backbone works; a small projection head is trained alongside and then thrown awa
 
 >>> loss = nt_xent(z1, z2, temperature=0.2)          # pure: (N, D), (N, D) -> scalar
 >>> pretrain_simclr(module, x_pool, epochs=60)        # trains ``module`` in place
+>>> pretrain_cached(module, x_pool, cache=run / "cache", settings={...}, epochs=60)  # or loads what it made before
+
+SimCLR sees no labels, so a second ``retrain`` of the same run (after a re-sort or a review) would
+train exactly the same weights again; :func:`pretrain_cached` keeps them, keyed by the pool's
+bytes, every setting and this code, and loads them instead.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import augment
 from .augment import strong_augment, to_float
 
 
@@ -104,3 +115,40 @@ def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch
                 raise ValueError(f"SimCLR loss is {total} at epoch {epoch}: lower lr (now {lr})")
     bar.close()
     return history
+
+
+def cache_key(x_pool: np.ndarray, settings: dict) -> str:
+    """Hex name for the weights SimCLR makes from (N, C, H, W) ``x_pool`` under ``settings`` (a
+    JSON-able dict of everything else that shapes them). The code of this module and of the
+    augmentations, and torch's version, are part of it, so any change there starts afresh."""
+    h = hashlib.sha256()
+    h.update(repr((x_pool.shape, str(x_pool.dtype))).encode())
+    h.update(np.ascontiguousarray(x_pool).tobytes())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for source in (Path(__file__), Path(augment.__file__)):
+        h.update(source.read_bytes())
+    h.update(torch.__version__.encode())
+    return h.hexdigest()[:24]
+
+
+def pretrain_cached(module: nn.Module, x_pool: np.ndarray, *, cache: Path | None, settings: dict,
+                    **kwargs) -> tuple[list[dict], bool]:
+    """:func:`pretrain_simclr` (``kwargs`` go to it), unless ``cache`` already holds the weights the
+    same call made before: then those are loaded. ``module`` must be freshly built from
+    ``settings``. Returns (SimCLR history, [] when loaded; whether the weights came from the cache)."""
+    if cache is None:
+        return pretrain_simclr(module, x_pool, **kwargs), False
+    run_args = {k: v for k, v in kwargs.items() if k != "progress"}
+    path = Path(cache) / f"simclr-{cache_key(x_pool, {**settings, **run_args})}.pt"
+    if path.is_file():
+        try:
+            module.load_state_dict(torch.load(path, weights_only=True))
+            return [], True
+        except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file: train again and replace it
+            print(f"{path}: cannot load cached SimCLR weights ({exc}); pretraining again", file=sys.stderr)
+    history = pretrain_simclr(module, x_pool, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(module.state_dict(), tmp)
+    os.replace(tmp, path)
+    return history, False

@@ -28,9 +28,10 @@ from .data import Problems, load_image
 from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
 from .metrics import classification_metrics
 from .models import TTA, Ensemble, build_backbone, fit_module
-from .pretrain import pretrain_simclr
+from .pretrain import pretrain_cached
 from .review import ReviewState, journal_path_for
 
+CACHE = "cache"  # run sub-folder keeping SimCLR weights for the next retrain of the same pool
 
 @dataclass
 class MergedSet:
@@ -141,15 +142,20 @@ def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
                           ema_buffers="average", weak_shift=rc.weak_shift)  # fmt: skip
 
 
-def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None):
-    """One network, start to end: SimCLR on the unlabeled set, a supervised warm-up, then FixMatch.
+def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None,
+                 cache: Path | None = None):
+    """One network, start to end: SimCLR on the unlabeled set (or its weights from ``cache``, when
+    an earlier retrain made them from the same pool), a supervised warm-up, then FixMatch.
 
-    Returns (module with the kept EMA weights, FitResult, SimCLR history rows)."""
+    Returns (module with the kept EMA weights, FitResult, SimCLR history rows, [] when cached)."""
     rc = cfg.retrain
     torch.manual_seed(seed)
     module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
-    pre = pretrain_simclr(module, data.x_ulb, epochs=rc.pretrain_epochs, temperature=rc.pretrain_temperature,
-                          seed=seed, progress=progress) if rc.pretrain_epochs else []  # fmt: skip
+    shape = {"backbone": rc.backbone, "variant": rc.variant, "input_size": rc.input_size, "channels": cfg.channels,
+             "image_size": cfg.image_size}  # fmt: skip
+    pre, _ = pretrain_cached(module, data.x_ulb, cache=cache, settings=shape, epochs=rc.pretrain_epochs,
+                             temperature=rc.pretrain_temperature, seed=seed,
+                             progress=progress) if rc.pretrain_epochs else ([], False)  # fmt: skip
     warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
     if rc.warmup_epochs:
         fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, seed, "warm-up", progress)
@@ -163,19 +169,20 @@ def member_seed(seed: int, k: int) -> int:
     return seed + 1000 * k
 
 
-def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True):
+def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True, cache: Path | None = None):
     """``retrain.members`` networks, each trained apart with :func:`train_member` and its own seed,
-    logged to ``out``. Returns (the network or their :class:`Ensemble`, inside :class:`TTA` unless
+    logged to ``out``, SimCLR weights kept in ``cache``. Returns (the network or their :class:`Ensemble`, inside :class:`TTA` unless
     ``retrain.tta`` is "none"; per-member summaries; per-member FixMatch histories)."""
     log, modules, members, histories = RunLog(out), [], [], []
     for k in range(cfg.retrain.members):
         log.member, seed = k, member_seed(cfg.seed, k)
-        module, fit, pre = train_member(cfg, data, seed, progress, on_epoch=log)
+        module, fit, pre = train_member(cfg, data, seed, progress, on_epoch=log, cache=cache)
         modules.append(module)
         histories.append(fit.history)
         members.append({"seed": seed, "best_epoch": fit.best_epoch,
                         "train_seconds": round(fit.seconds, 1),
                         "pretrain_seconds": round(pre[-1]["seconds"], 1) if pre else 0,
+                        "pretrain_cached": bool(cfg.retrain.pretrain_epochs) and not pre,
                         "pretrain_loss": [round(h["loss"], 4) for h in pre]})  # fmt: skip
     log.close()
     return with_tta(modules[0] if len(modules) == 1 else Ensemble(modules), cfg.retrain.tta), members, histories
@@ -224,7 +231,7 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     partial.mkdir()
     try:
         rc = cfg.retrain
-        module, members, histories = train_members(cfg, data, partial, progress)
+        module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE)
         score = predict_probs(module, torch.from_numpy(data.x_val).float() / 255)[:, 1].numpy()
         metrics = evaluate_final(data.y_val, score, rc.threshold_user)
         metrics.update(backbone=rc.backbone, tta=rc.tta, parameters=sum(p.numel() for p in module.parameters()),

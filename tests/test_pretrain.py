@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from pseudolabel.augment import to_float
 from pseudolabel.models import TinyCNN, build_backbone
-from pseudolabel.pretrain import embedding_tap, last_linear, nt_xent, pretrain_simclr
+from pseudolabel.pretrain import embedding_tap, last_linear, nt_xent, pretrain_cached, pretrain_simclr
 from tests.test_label_issues import _dev_subset
 
 E = torch.eye(4)  # four orthogonal unit embeddings
@@ -84,3 +84,45 @@ def test_pretraining_on_real_crops_learns_eye_state_without_labels(eyes):
     after = _probe(net, x, y)
     assert after > before_probe + 0.04, (before_probe, after)
     assert np.isfinite([h["loss"] for h in hist]).all()
+
+
+def _fresh(seed=0):
+    torch.manual_seed(seed)
+    return TinyCNN(1)
+
+
+SHAPE = {"backbone": "tinycnn", "channels": 1}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        None,  # the same call again: the weights come from the cache, bit for bit
+        "pool",  # one crop differs
+        "temperature",  # one setting differs
+        "settings",  # the network differs
+        "damaged",  # the cached file is broken: pretrain again and replace it
+    ],
+)
+def test_cached_pretraining_is_reused_only_for_the_same_call(eyes, tmp_path, change, capsys):
+    x, _ = _dev_subset(eyes, 128)
+    kw = {"epochs": 2, "batch_size": 32, "temperature": 0.2, "seed": 0, "progress": False}
+    first = _fresh()
+    hist, cached = pretrain_cached(first, x, cache=tmp_path, settings=SHAPE, **kw)
+    assert len(hist) == 2 and not cached and len(list(tmp_path.glob("simclr-*.pt"))) == 1
+    x2, kw2, shape2 = x.copy(), dict(kw), dict(SHAPE)
+    if change == "pool":
+        x2[5] = 255 - x2[5]
+    elif change == "temperature":
+        kw2["temperature"] = 0.3
+    elif change == "settings":
+        shape2["backbone"] = "tinycnn-wide"
+    elif change == "damaged":
+        next(tmp_path.glob("simclr-*.pt")).write_bytes(b"not weights")
+    again = _fresh()
+    hist2, cached2 = pretrain_cached(again, x2, cache=tmp_path, settings=shape2, **kw2)
+    assert cached2 == (change is None) and (hist2 == []) == (change is None)
+    same = all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert same == (change in (None, "damaged", "settings"))  # retrained to the same weights: same net, same pool
+    assert len(list(tmp_path.glob("simclr-*.pt"))) == (1 if change in (None, "damaged") else 2)
+    assert ("cannot load cached SimCLR weights" in capsys.readouterr().err) == (change == "damaged")

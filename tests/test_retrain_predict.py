@@ -181,6 +181,27 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
     assert summary["after"]["unclear"] < summary["before"]["unclear"]
 
 
+def test_a_second_retrain_reuses_simclr_and_trains_the_same_model(trained, tmp_path):
+    """SimCLR sees no labels, so a retrain of the same pool loads the weights the first one kept
+    in RUN/cache and skips pretraining; everything after it is seeded, so the model is the same."""
+    import shutil
+
+    from pseudolabel import EyeStateClassifier
+    from pseudolabel.retrain import CACHE, retrain
+
+    run, images, _, _, metrics, _ = trained
+    assert [m["pretrain_cached"] for m in metrics["members"]] == [False, False]
+    assert len(list((run / CACHE).glob("simclr-*.pt"))) == 2  # one per member
+    again = tmp_path / "run"
+    shutil.copytree(run, again)
+    m2 = retrain(load_config(again / "config.yaml"), again, tmp_path / "journal.csv", overwrite=True, progress=False)
+    assert [m["pretrain_cached"] for m in m2["members"]] == [True, True]
+    assert m2["pretrain_seconds"] == 0 and metrics["pretrain_seconds"] > 0
+    files = sorted(images.iterdir())[:40]
+    a, b = (EyeStateClassifier.load(r).predict_many(files) for r in (run, again))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_predict_on_a_folder_and_without_a_model(trained, tmp_path):
     run, images, *_ = trained
     out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "predict", str(images), "--model", str(run)],
