@@ -5,8 +5,9 @@ dev labels), so it shrinks the review queue: every image that the vote placed an
 touched since goes to ``0/`` when its P(open) <= ``closed_below``, to ``1/`` when it is >=
 ``open_above``, and to ``unclear/`` otherwise (which may also send a vote decision back for
 review). An image still where the two seed models' vote put it stays there when the final model
-agrees with that vote at ``keep_agreed`` or more (three models agreeing). Never moved: the seed labels, anything decided on the review page (even "unsure"),
-anything moved by hand, and the images the label check flagged.
+agrees with that vote at ``keep_agreed`` or more (three models agreeing). Never moved: the seed
+labels, anything decided on the review page (even "unsure"), anything moved by hand, and the
+images the label check flagged.
 
 :func:`resort` is the pure rule. :func:`resort_run` reads the run, scores it and moves the
 run's own links (never the originals) through :func:`sort.move_within`, which writes its plan
