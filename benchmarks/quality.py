@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from pseudolabel.config import load_config, with_overrides  # noqa: E402
 from pseudolabel.metrics import classification_metrics  # noqa: E402
 from pseudolabel.label_issues import flagged_label  # noqa: E402
-from pseudolabel.sort import model_columns  # noqa: E402
+from pseudolabel.sort import decision_of, model_columns, read_predictions  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "eyes" / "dev_labels.csv"
 
@@ -37,15 +37,9 @@ def read_dev(path: Path = DEV) -> dict[str, int]:
         return {r["image"]: int(r["label"]) for r in csv.DictReader(f)}
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    """predictions.csv of ``run_dir`` as a list of dict rows."""
-    with open(run_dir / "predictions.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def score_run(run_dir: Path, dev: dict[str, int]) -> dict:
     """Dev-label figures for a finished run folder."""
-    rows = _rows(run_dir)
+    rows = read_predictions(run_dir)
     models = model_columns(list(rows[0]))
     out: dict = {"pool": len(rows)}
     out["unclear"] = sum(r["decision"] == "unclear" for r in rows) / len(rows)
@@ -88,7 +82,7 @@ def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0
     Seed labels are not applied here, so figures differ slightly from the run's own folders."""
     from pseudolabel.vote import vote
 
-    rows = _rows(run_dir)
+    rows = read_predictions(run_dir)
     models = model_columns(list(rows[0]))
     a, b = (np.array([float(r[m]) for r in rows]) for m in models)
     lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
@@ -205,9 +199,8 @@ def resort_sweep(before: list[dict], run_dir: Path, dev: dict[str, int], closed=
     the predictions.csv rows from ``before`` the real resort, with the `final` scores it left in
     ``run_dir`` (no files move). Assumes no review."""
     from pseudolabel.resort import movable_images, resort
-    from pseudolabel.sort import decision_of
 
-    score = {r["image"]: float(r["final"]) for r in _rows(run_dir)}
+    score = {r["image"]: float(r["final"]) for r in read_predictions(run_dir)}
     s = np.array([score[r["image"]] for r in before])
     now = np.array([decision_of(r["decision"]) for r in before])
     movable = movable_images(before, {r["image"]: r["decision"] for r in before}, set())  # no review, no hand moves
@@ -326,7 +319,7 @@ def main_one(args, dev: dict[str, int], seed: int | None, retrain: bool, run_dir
         print_final(fin)
         res["final"] = fin
     if args.resort:
-        before = _rows(run_dir)
+        before = read_predictions(run_dir) if args.sweep else []  # the sweep replays the rule on these
         res["resort"] = resort_figures(run_dir, dev)
         if args.sweep:
             res["resort_sweep"] = resort_sweep(before, run_dir, dev)

@@ -67,11 +67,6 @@ def resort(scores: np.ndarray, decision: np.ndarray, movable: np.ndarray, first:
     return new, rank
 
 
-def _read_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "predictions.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def movable_images(rows: list[dict], where: dict[str, str], decided: set[str]) -> np.ndarray:
     """(N,) bool: placed by the vote (or an earlier re-sort), still where it was put, not decided
     on the page, not flagged by the label check."""
@@ -138,7 +133,7 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
     with output_lock(run_dir, what="resort"), output_lock(run_dir / "final", what="resort"):  # no review, no retrain
         t0 = time.perf_counter()
         state = ReviewState(run_dir, journal)  # also finishes an interrupted re-sort or page decision
-        rows = _read_rows(run_dir)
+        rows = state.rows
         where = state.where()
         movable = movable_images(rows, where, set(state.journal.last_decisions()))
         now = np.array([sort.decision_of(where.get(r["image"], r["decision"])) for r in rows])

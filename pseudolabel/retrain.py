@@ -33,6 +33,7 @@ from .review import ReviewState, journal_path_for
 
 CACHE = "cache"  # run sub-folder keeping SimCLR weights for the next retrain of the same pool
 
+
 @dataclass
 class MergedSet:
     """Arrays for training. x_*: (N, C, H, W) uint8; y_*: (N,) int; w_lb: (N,) float."""
@@ -54,8 +55,7 @@ def _held_out(image: str, share: float) -> bool:
 def label_sources(run_dir: Path, journal: Path) -> tuple[dict[str, tuple[str, str]], ReviewState]:
     """{image: (folder now, kind)} with kind in seed-train, seed-val, reviewed, vote, unclear."""
     state = ReviewState(run_dir, journal)
-    with open(run_dir / "predictions.csv", newline="") as f:
-        run_rows = {r["image"]: r for r in csv.DictReader(f)}
+    run_rows = {r["image"]: r for r in state.rows}
     decided = state.journal.last_decisions()
     out = {}
     for image, folder in state.where().items():
@@ -151,9 +151,9 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     rc = cfg.retrain
     torch.manual_seed(seed)
     module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
-    shape = {"backbone": rc.backbone, "variant": rc.variant, "input_size": rc.input_size, "channels": cfg.channels,
-             "image_size": cfg.image_size}  # fmt: skip
-    pre, _ = pretrain_cached(module, data.x_ulb, cache=cache, settings=shape, epochs=rc.pretrain_epochs,
+    network = {"backbone": rc.backbone, "variant": rc.variant, "input_size": rc.input_size, "channels": cfg.channels,
+               "image_size": cfg.image_size}  # fmt: skip
+    pre, _ = pretrain_cached(module, data.x_ulb, cache=cache, settings=network, epochs=rc.pretrain_epochs,
                              temperature=rc.pretrain_temperature, seed=seed,
                              progress=progress) if rc.pretrain_epochs else ([], False)  # fmt: skip
     warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
@@ -171,8 +171,9 @@ def member_seed(seed: int, k: int) -> int:
 
 def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True, cache: Path | None = None):
     """``retrain.members`` networks, each trained apart with :func:`train_member` and its own seed,
-    logged to ``out``, SimCLR weights kept in ``cache``. Returns (the network or their :class:`Ensemble`, inside :class:`TTA` unless
-    ``retrain.tta`` is "none"; per-member summaries; per-member FixMatch histories)."""
+    logged to ``out``, SimCLR weights kept in ``cache``. Returns (the network or their
+    :class:`Ensemble`, inside :class:`TTA` unless ``retrain.tta`` is "none"; per-member summaries;
+    per-member FixMatch histories)."""
     log, modules, members, histories = RunLog(out), [], [], []
     for k in range(cfg.retrain.members):
         log.member, seed = k, member_seed(cfg.seed, k)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sort import FOLDERS, fsync_dir, finish_pending, model_columns
+from .sort import FOLDERS, finish_pending, fsync_dir, model_columns, read_predictions
 
 JOURNAL_FIELDS = ["time", "image", "label", "file", "from"]
 LABELS = ("0", "1", "unsure")
@@ -89,13 +89,12 @@ class ReviewState:
     def __init__(self, run_dir: Path, journal_path: Path):
         self.run_dir = Path(run_dir)
         finish_pending(self.run_dir)  # a re-sort that was interrupted: finish it before reading its names
-        with open(self.run_dir / "predictions.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        self.models = model_columns(list(rows[0])) if rows else []
+        self.rows = read_predictions(self.run_dir)  # predictions.csv as it stands, any re-sort finished
+        self.models = model_columns(list(self.rows[0])) if self.rows else []
         self.items = {
             r["image"]: Item(r["image"], r["file"].split("/", 1)[1], int(r["queue_rank"] or 0),
                              {m: float(r[m]) for m in self.models}, r.get("issue") or "")
-            for r in rows
+            for r in self.rows
         }  # fmt: skip
         self.by_file = {it.file: it.image for it in self.items.values()}
         self.total_queue = sum(1 for it in self.items.values() if it.rank > 0)
@@ -222,8 +221,7 @@ def review_work(run_dir: Path, journal_path: Path | None = None) -> tuple[int, i
     run_dir = Path(run_dir)
     if not (run_dir / "predictions.csv").is_file():
         return 0, 0
-    with open(run_dir / "predictions.csv", newline="") as f:
-        placed = {r["file"].split("/", 1)[1]: (r["image"], r["decision"]) for r in csv.DictReader(f)}
+    placed = {r["file"].split("/", 1)[1]: (r["image"], r["decision"]) for r in read_predictions(run_dir)}
     jp = Path(journal_path or journal_path_for(run_dir))
     journaled = set(Journal(jp, []).last_decisions()) if jp.is_file() and jp.stat().st_size else set()
     moved = [placed[n][0] for f in FOLDERS if (run_dir / f).is_dir() for n in os.listdir(run_dir / f)

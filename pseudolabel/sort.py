@@ -8,6 +8,7 @@ file manager shows them most useful first.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -26,6 +27,12 @@ PREDICTION_FIELDS = ("image", "file", "decision", "queue_rank", "source", "issue
 def model_columns(header: list[str]) -> list[str]:
     """The model-score columns of a predictions.csv header (every column that is not a fixed field)."""
     return [k for k in header if k not in PREDICTION_FIELDS]
+
+
+def read_predictions(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir``/predictions.csv, one dict per pool image, in file order."""
+    with open(Path(run_dir) / "predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def folder_of(decision: int) -> str:
