@@ -62,7 +62,7 @@ def train_scores(run: Path, specs: list[str], x_dev: np.ndarray, progress: bool,
         name, seed, over = parse_spec(spec)
         t = time.perf_counter()
         cfg = with_overrides(base, **over)
-        module, _, _ = train_member(cfg, data, seed, progress)
+        module, *_ = train_member(cfg, data, seed, progress)
         print(f"{name}: trained in {time.perf_counter() - t:.0f} s", flush=True)
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)

@@ -68,23 +68,31 @@ def answer_all(run_dir: Path, dest: Path, truth: dict[str, int]) -> list[str]:
     return answered
 
 
-def fold_point(run_dir: Path, dev: dict[str, int], test: set[str], x_dev, y_dev, names: list[str],
-               quiet: bool) -> dict:
-    """Answer every dev image outside ``test``, retrain with all answers training, score on ``test``."""
-    import dataclasses
-
+def taught_scores(run_dir: Path, answer, x: np.ndarray, quiet: bool, **overrides) -> tuple[list[str], np.ndarray]:
+    """Let ``answer(copy)`` answer images in a linked copy of ``run_dir`` (it returns their names),
+    retrain there with config ``overrides`` and score (N, C, H, W) ``x``: (answered, (N,) P(open))."""
+    from pseudolabel.config import with_overrides
     from pseudolabel.predict import EyeStateClassifier
     from pseudolabel.retrain import retrain
 
-    held = np.array([n in test for n in names])
-    before = EyeStateClassifier.load(run_dir).predict_array(x_dev[held])
     with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
         copy = Path(tmp) / "run"
-        answered = answer_all(run_dir, copy, {n: v for n, v in dev.items() if n not in test})
-        cfg = load_config(copy / "config.yaml")
-        cfg = dataclasses.replace(cfg, retrain=dataclasses.replace(cfg.retrain, review_val_share=0.0))
+        answered = answer(copy)
+        cfg = with_overrides(load_config(copy / "config.yaml"), **overrides)
         retrain(cfg, copy, copy / "journal.csv", progress=not quiet)
-        after = EyeStateClassifier.load(copy).predict_array(x_dev[held])
+        return answered, EyeStateClassifier.load(copy).predict_array(x)
+
+
+def fold_point(run_dir: Path, dev: dict[str, int], test: set[str], x_dev, y_dev, names: list[str],
+               quiet: bool) -> dict:
+    """Answer every dev image outside ``test``, retrain with all answers training, score on ``test``."""
+    from pseudolabel.predict import EyeStateClassifier
+
+    held = np.array([n in test for n in names])
+    before = EyeStateClassifier.load(run_dir).predict_array(x_dev[held])
+    truth = {n: v for n, v in dev.items() if n not in test}
+    answered, after = taught_scores(run_dir, lambda copy: answer_all(run_dir, copy, truth), x_dev[held], quiet,
+                                    **{"retrain.review_val_share": 0.0})  # fmt: skip
     y = y_dev[held]
     return {"answers": len(answered), "test_n": int(held.sum()), "acc_before": float(np.mean((before >= 0.5) == y)),
             "eer_before": classification_metrics(y, before)["eer"], "acc": float(np.mean((after >= 0.5) == y)),
@@ -109,14 +117,8 @@ def folds_table(run_dir: Path, dev: dict[str, int], folds: int, x_dev, y_dev, na
 
 
 def point(run_dir: Path, dev: dict[str, int], k: int, x_dev, y_dev, names: list[str], quiet: bool) -> dict:
-    from pseudolabel.predict import EyeStateClassifier
-    from pseudolabel.retrain import retrain
-
-    with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
-        copy = Path(tmp) / "run"
-        answered = set(answered_copy(run_dir, copy, dev, k))
-        retrain(load_config(copy / "config.yaml"), copy, copy / "journal.csv", progress=not quiet)
-        score = EyeStateClassifier.load(copy).predict_array(x_dev)
+    answered, score = taught_scores(run_dir, lambda copy: answered_copy(run_dir, copy, dev, k), x_dev, quiet)
+    answered = set(answered)
     held = np.array([n not in answered for n in names])
     right = (score >= 0.5) == y_dev
     return {"answers": len(answered), "dev_acc": right.mean(), "dev_eer": classification_metrics(y_dev, score)["eer"],

@@ -147,21 +147,22 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     """One network, start to end: SimCLR on the unlabeled set (or its weights from ``cache``, when
     an earlier retrain made them from the same pool), a supervised warm-up, then FixMatch.
 
-    Returns (module with the kept EMA weights, FitResult, SimCLR history rows, [] when cached)."""
+    Returns (module with the kept EMA weights, FitResult, SimCLR history rows ([] when cached),
+    whether SimCLR's weights came from ``cache``)."""
     rc = cfg.retrain
     torch.manual_seed(seed)
     module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
     network = {"backbone": rc.backbone, "variant": rc.variant, "input_size": rc.input_size, "channels": cfg.channels,
                "image_size": cfg.image_size}  # fmt: skip
-    pre, _ = pretrain_cached(module, data.x_ulb, cache=cache, settings=network, epochs=rc.pretrain_epochs,
-                             temperature=rc.pretrain_temperature, seed=seed,
-                             progress=progress) if rc.pretrain_epochs else ([], False)  # fmt: skip
+    pre, cached = pretrain_cached(module, data.x_ulb, cache=cache, settings=network, epochs=rc.pretrain_epochs,
+                                  temperature=rc.pretrain_temperature, seed=seed,
+                                  progress=progress) if rc.pretrain_epochs else ([], False)  # fmt: skip
     warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
     if rc.warmup_epochs:
         fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, seed, "warm-up", progress)
     fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc), seed,
                        f"retrain {rc.backbone} (seed {seed})", progress, w_lb=data.w_lb, on_epoch=on_epoch)  # fmt: skip
-    return module, fit, pre
+    return module, fit, pre, cached
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -177,13 +178,13 @@ def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True
     log, modules, members, histories = RunLog(out), [], [], []
     for k in range(cfg.retrain.members):
         log.member, seed = k, member_seed(cfg.seed, k)
-        module, fit, pre = train_member(cfg, data, seed, progress, on_epoch=log, cache=cache)
+        module, fit, pre, cached = train_member(cfg, data, seed, progress, on_epoch=log, cache=cache)
         modules.append(module)
         histories.append(fit.history)
         members.append({"seed": seed, "best_epoch": fit.best_epoch,
                         "train_seconds": round(fit.seconds, 1),
                         "pretrain_seconds": round(pre[-1]["seconds"], 1) if pre else 0,
-                        "pretrain_cached": bool(cfg.retrain.pretrain_epochs) and not pre,
+                        "pretrain_cached": cached,
                         "pretrain_loss": [round(h["loss"], 4) for h in pre]})  # fmt: skip
     log.close()
     return with_tta(modules[0] if len(modules) == 1 else Ensemble(modules), cfg.retrain.tta), members, histories
