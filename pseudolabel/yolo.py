@@ -3,7 +3,11 @@
 - ``YOLO_OFFLINE=1`` and our own ``YOLO_CONFIG_DIR`` are set before ultralytics is imported;
 - the network is built from ``yolov8{n,s,m}-cls.yaml``, never from a downloadable ``.pt``;
 - ultralytics rounds ``imgsz`` up to a multiple of 32, so inputs are resized to that size;
-- in eval mode its Classify head returns ``(probs, logits)``; we always hand back logits.
+- in eval mode its Classify head returns ``(probs, logits)``; we always hand back logits;
+- importing it replaces PIL's ``Image.open`` for the whole process with a wrapper that, on any file
+  PIL cannot identify, tries to pip-install pi-heif (offline: ModuleNotFoundError). Any image read
+  later in the same process (the Python API, ``benchmarks/quality.py``'s retrain after its run, the
+  tests) then crashed on one bad file instead of skipping it with a one-line error. We put PIL's own back.
 
 We train it with our own loop (:mod:`pseudolabel.models`), not ultralytics' trainer:
 the trainer cannot do semi-supervised (FixMatch) training, and on the same 80 seed
@@ -28,7 +32,13 @@ def _import_ultralytics() -> None:
     os.environ["YOLO_CONFIG_DIR"] = str(_CONFIG_DIR)
     os.environ.setdefault("YOLO_VERBOSE", "False")
     _CONFIG_DIR.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    pil_open = Image.open
     import ultralytics  # noqa: F401  (only after the environment is set)
+    from ultralytics.utils import patches
+
+    Image.open = getattr(patches, "_image_open", pil_open)  # PIL's own, even if ultralytics came in earlier
 
 
 def yolo_imgsz(size: int) -> int:

@@ -72,6 +72,20 @@ def test_unreadable_image_is_skipped_with_one_line(pool, name, make):
     assert "skipped" in one_line_about(lines, str(root / name))
 
 
+@pytest.mark.parametrize("name, make", [("empty.jpg", lambda real: b""), ("notes.jpg", lambda real: b"not a JPEG\n")])
+def test_unreadable_image_is_skipped_after_a_yolo_network_is_built(pool, name, make):
+    """Importing ultralytics swaps PIL's Image.open for one that tries to pip-install pi-heif on a
+    file PIL cannot identify; pseudolabel.yolo undoes that, so the bad file is still one line."""
+    from pseudolabel.yolo import build_yolo_cls
+
+    build_yolo_cls("n", 1, 24)
+    root, names = pool
+    (root / name).write_bytes(make(root / names[0]))
+    kept, images, lines = load(root)
+    assert kept == names and images.shape == (5, 1, 24, 24)
+    assert "skipped" in one_line_about(lines, str(root / name))
+
+
 def test_non_image_files_are_skipped_and_counted(pool):  # (4)
     root, names = pool
     for n in ("README.txt", "labels.csv", "model.pt"):
