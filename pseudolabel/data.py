@@ -19,6 +19,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
+from .progress import bar as progress_bar
+
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 
@@ -93,8 +95,6 @@ def load_image(path: Path | BinaryIO, size: int, channels: int) -> np.ndarray:
 
 def load_pool(root: str | Path, size: int, channels: int, problems: Problems, progress: bool = True) -> Pool:
     """Decode every image below ``root``; unreadable files are reported and skipped."""
-    from tqdm import tqdm
-
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"images folder not found: {root}")
@@ -102,7 +102,7 @@ def load_pool(root: str | Path, size: int, channels: int, problems: Problems, pr
     if others:
         problems.add(f"{root}: skipped {others} non-image file(s)")
     kept, arrays, digests = [], [], {}
-    for name in tqdm(names, desc="loading images", unit="img", disable=not progress, leave=False):
+    for name in progress_bar(progress, names, desc="loading images", unit="img"):
         try:
             data = (root / name).read_bytes()  # read once: hashed for duplicates, then decoded
             digest = hashlib.sha1(data).hexdigest()

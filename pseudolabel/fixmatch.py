@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import strong_augment, to_float, weak_augment
+from .progress import bar as progress_bar
 from .config import MONITORS
 
 
@@ -183,8 +184,6 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
     x_val/y_val: validation split; w_lb: optional (B,) labeled weights;
     on_epoch: optional callback(history_row, ema_module) after each epoch.
     """
-    from tqdm import tqdm
-
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     xl, yl = to_float(torch.from_numpy(x_lb)), torch.from_numpy(y_lb).long()
@@ -200,7 +199,7 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     selected = torch.full((len(xu),), -1, dtype=torch.long)  # FlexMatch's learning status per unlabeled image
     ema, res, best, start = EMA(module, fc.ema, fc.ema_buffers == "average"), FitResult(), None, time.perf_counter()
-    bar = tqdm(total=fc.epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=fc.epochs * steps, desc=desc, unit="step")
     for epoch in range(fc.epochs):
         perm = torch.randperm(len(xu), generator=g)
         stats = {"loss": 0.0, "mask": 0.0}
@@ -217,7 +216,7 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
             stats["loss"] += loss.item() / steps
             stats["mask"] += st["mask"] / steps
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", mask=f"{st['mask']:.2f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", mask=f"{st['mask']:.2f}", refresh=False)
         vl, va = evaluate(ema.module, xv, yv)
         res.history.append({"epoch": epoch, "train_loss": stats["loss"], "mask_rate": stats["mask"], "val_loss": vl,
                             "val_acc": va, "lr": sched.get_last_lr()[0]})  # fmt: skip

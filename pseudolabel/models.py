@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .augment import seed_augment, to_float, tta_views
 from .fixmatch import FitResult, evaluate, logits_of, predict_probs
+from .progress import bar as progress_bar
 from .config import BACKBONE_HELP, Config, SeedTrainConfig
 
 
@@ -78,8 +79,6 @@ def fit_module(
 
     x_*: (N, C, H, W) uint8; y_*: (N,) int labels.
     """
-    from tqdm import tqdm
-
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     xt, yt = to_float(torch.from_numpy(x_train)), torch.from_numpy(y_train).long()
@@ -88,7 +87,7 @@ def fit_module(
     steps_per_epoch = math.ceil(len(xt) / tc.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.15)
     res, best_state, start = FitResult(), None, time.perf_counter()
-    bar = tqdm(total=tc.epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=tc.epochs * steps_per_epoch, desc=desc, unit="step")
     for epoch in range(tc.epochs):
         module.train()
         perm = torch.randperm(len(xt), generator=gen)
@@ -106,7 +105,7 @@ def fit_module(
             bar.update(1)
         val_loss, val_acc = evaluate(module, xv, yv)
         res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_acc": val_acc})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}")
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}", refresh=False)
         if val_loss < res.best_val_loss - 1e-4:
             res.best_val_loss, res.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(module.state_dict())

@@ -24,6 +24,7 @@ from .config import Config, dump_config
 from .data import Pool, Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
 from .label_issues import cnn_fit_predict, find_issues, issue_note, out_of_fold_probs, requeue
 from .metrics import classification_metrics
+from .progress import bar as progress_bar
 from .models import SeedModel, create_seed_model
 from .vote import UNCLEAR, Votes, check_margin, vote
 
@@ -119,8 +120,6 @@ def check_labels(cfg: Config, pool: Pool, seeds: Seeds, decision: np.ndarray, ra
 
     decision, rank: (N,) as after :func:`final_decisions`. Returns the new (decision, rank) and
     {image: why it was flagged}."""
-    from tqdm import tqdm
-
     lc = cfg.label_check
     labeled = np.flatnonzero(decision != UNCLEAR)
     y = decision[labeled]
@@ -128,7 +127,7 @@ def check_labels(cfg: Config, pool: Pool, seeds: Seeds, decision: np.ndarray, ra
         return decision, rank, {}
     is_seed = np.isin(labeled, [pool.index()[n] for n in seeds.labels])
     fit = cnn_fit_predict(cfg.channels, cfg.image_size, lc.epochs)
-    with tqdm(total=lc.folds, desc="label check", unit="fold", disable=not progress, leave=False) as bar:
+    with progress_bar(progress, total=lc.folds, desc="label check", unit="fold") as bar:
         probs = out_of_fold_probs(pool.images[labeled], y, fit, lc.folds, cfg.seed, lc.max_train, is_seed,
                                   progress=lambda _: bar.update(1))  # fmt: skip
     flagged, quality = find_issues(y, probs, lc.max_share)

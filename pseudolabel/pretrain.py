@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from . import augment
 from .augment import strong_augment, to_float
+from .progress import bar as progress_bar
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,8 +75,6 @@ def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch
     """Train ``module``'s layers up to its last linear layer with SimCLR on (N, C, H, W) uint8 images.
 
     Returns one row per epoch: {"epoch", "loss", "seconds"}. The last linear layer is untouched."""
-    from tqdm import tqdm
-
     if len(x_pool) < 2 * batch_size:
         batch_size = max(2, len(x_pool) // 2)
     g = torch.Generator().manual_seed(seed)
@@ -90,7 +89,7 @@ def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch
     steps = len(x) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps, pct_start=0.05)
     history, start = [], time.perf_counter()
-    bar = tqdm(total=epochs * steps, desc="pretrain (SimCLR)", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=epochs * steps, desc="pretrain (SimCLR)", unit="step")
     module.train()
     for m in module.modules():  # the embedding is taken before dropout would act on it
         if isinstance(m, nn.Dropout):
@@ -109,7 +108,7 @@ def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch
                 sched.step()
                 total += loss.item() / steps
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             history.append({"epoch": epoch, "loss": total, "seconds": time.perf_counter() - start})
             if not math.isfinite(total):
                 raise ValueError(f"SimCLR loss is {total} at epoch {epoch}: lower lr (now {lr})")
