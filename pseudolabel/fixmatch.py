@@ -16,8 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import strong_augment, to_float, weak_augment
-from .progress import bar as progress_bar
 from .config import MONITORS
+from .progress import bar as progress_bar
 
 
 def confidence_mask(probs: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:

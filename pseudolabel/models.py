@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from .augment import seed_augment, to_float, tta_views
 from .fixmatch import FitResult, evaluate, logits_of, predict_probs
-from .progress import bar as progress_bar
 from .config import BACKBONE_HELP, Config, SeedTrainConfig
+from .progress import bar as progress_bar
 
 
 class SeedModel(Protocol):
@@ -105,7 +105,8 @@ def fit_module(
             bar.update(1)
         val_loss, val_acc = evaluate(module, xv, yv)
         res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_acc": val_acc})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}", refresh=False)
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}",
+                        refresh=False)
         if val_loss < res.best_val_loss - 1e-4:
             res.best_val_loss, res.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(module.state_dict())

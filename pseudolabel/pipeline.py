@@ -24,8 +24,8 @@ from .config import Config, dump_config
 from .data import Pool, Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
 from .label_issues import cnn_fit_predict, find_issues, issue_note, out_of_fold_probs, requeue
 from .metrics import classification_metrics
-from .progress import bar as progress_bar
 from .models import SeedModel, create_seed_model
+from .progress import bar as progress_bar
 from .vote import UNCLEAR, Votes, check_margin, vote
 
 
