@@ -54,31 +54,25 @@ def truncated_jpeg(src: Path) -> bytes:
     return data[: len(data) // 2]
 
 
-# (1) zero bytes, (2) truncated JPEG, (3) text named .jpg, (6) decompression bomb: skipped, named, run goes on
+# (1) zero bytes, (2) truncated JPEG, (3) text named .jpg, (6) decompression bomb: skipped, named, run goes on.
+# after_yolo: importing ultralytics swaps PIL's Image.open for one that tries to pip-install pi-heif on a file PIL
+# cannot identify; pseudolabel.yolo undoes that, so the bad file is still one line once a yolov8-cls net exists.
 @pytest.mark.parametrize(
-    "name, make",
+    "name, make, after_yolo",
     [
-        ("empty.jpg", lambda real: b""),
-        ("truncated.jpg", truncated_jpeg),
-        ("notes.jpg", lambda real: b"this is a text file, not a JPEG\n"),
-        ("bomb.png", lambda real: huge_png_header(20000, 20000)),
+        ("empty.jpg", lambda real: b"", False),
+        ("truncated.jpg", truncated_jpeg, False),
+        ("notes.jpg", lambda real: b"this is a text file, not a JPEG\n", False),
+        ("bomb.png", lambda real: huge_png_header(20000, 20000), False),
+        ("empty.jpg", lambda real: b"", True),
+        ("notes.jpg", lambda real: b"this is a text file, not a JPEG\n", True),
     ],
 )
-def test_unreadable_image_is_skipped_with_one_line(pool, name, make):
-    root, names = pool
-    (root / name).write_bytes(make(root / names[0]))
-    kept, images, lines = load(root)
-    assert kept == names and images.shape == (5, 1, 24, 24)
-    assert "skipped" in one_line_about(lines, str(root / name))
+def test_unreadable_image_is_skipped_with_one_line(pool, name, make, after_yolo):
+    if after_yolo:
+        from pseudolabel.yolo import build_yolo_cls
 
-
-@pytest.mark.parametrize("name, make", [("empty.jpg", lambda real: b""), ("notes.jpg", lambda real: b"not a JPEG\n")])
-def test_unreadable_image_is_skipped_after_a_yolo_network_is_built(pool, name, make):
-    """Importing ultralytics swaps PIL's Image.open for one that tries to pip-install pi-heif on a
-    file PIL cannot identify; pseudolabel.yolo undoes that, so the bad file is still one line."""
-    from pseudolabel.yolo import build_yolo_cls
-
-    build_yolo_cls("n", 1, 24)
+        build_yolo_cls("n", 1, 24)
     root, names = pool
     (root / name).write_bytes(make(root / names[0]))
     kept, images, lines = load(root)
