@@ -1,6 +1,7 @@
 """The run report: a markdown page with a score scatter, sample grids and tables."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,17 @@ def _issues_section(issues: dict[str, str], folds: int) -> str:
 
 
 RESORT_TITLE = "## Re-sorted by the final model"
+WHERE_TITLE = "## Where everything went"
+NOW_NOTE = "> **Now, after `pseudolabel resort`:**"
+
+
+def _note_resort_up_top(text: str, after: dict, total: int) -> str:
+    """The report's first section shows the seed models' vote; after a re-sort, one line under its
+    title gives the folders as they are now (replacing the line of an earlier re-sort)."""
+    text = re.sub(r"\n\n" + re.escape(NOW_NOTE) + r"[^\n]*", "", text)
+    note = (f"{NOW_NOTE} `0/` {after['0']}, `1/` {after['1']}, `unclear/` {after['unclear']} "
+            f"({100 * after['unclear'] / total:.1f} %); see below. This section shows the seed models' vote.")
+    return text.replace(WHERE_TITLE + "\n", f"{WHERE_TITLE}\n\n{note}\n", 1)
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
@@ -185,7 +197,7 @@ def write_resort_section(report_md: Path, summary: dict) -> None:
         text = f"{head}{section}\n\n{anchor}{rest}"
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    report_md.write_text(text)
+    report_md.write_text(_note_resort_up_top(text, a, total))
 
 
 def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str]) -> Path:
@@ -201,7 +213,7 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
         f"# Run report: {summary['pipeline']}",
         f"{total} pool images, {summary['n_seed']} seed labels ({summary['n_train']} train, {summary['n_val']} validation). "
         f"An image is decided when {summary['rule']}.",
-        "## Where everything went",
+        WHERE_TITLE,
         _table(["folder", "images", "share"], rows),
         f"\nThe two models agree on the side of 0.5 for **{100 * summary['agreement']:.1f} %** of the pool; "
         f"{summary['disagree']} images are disagreements and head the unclear queue.",

@@ -201,3 +201,18 @@ def test_resort_without_a_final_model_says_what_to_do(fake_run, tmp_path):
     with pytest.raises(ValueError, match="run `pseudolabel retrain`"):
         resort_run(fake_run, tmp_path / "j.csv", ResortConfig())
     assert "final" not in rows_of(fake_run)[0] and not (fake_run / "resort.json").exists()
+
+
+def test_the_report_says_up_top_where_the_images_are_now(fake_run, tmp_path):
+    """The report opens with the vote's folders; after each re-sort one line under that title gives
+    the folders as they are now, replaced (not repeated) by the next re-sort."""
+    from pseudolabel.report import WHERE_TITLE
+
+    (fake_run / "report.md").write_text(f"# Run report\n\n{WHERE_TITLE}\n\n| vote's table |\n\n## Likely label errors\n")
+    scores = fixed_scores(fake_run)
+    for s in (scores, np.full_like(scores, 0.5)):  # the second sends every machine-placed image to unclear/
+        a = resort_run(fake_run, tmp_path / "journal.csv", ResortConfig(), scores=s)["after"]
+        text = (fake_run / "report.md").read_text()
+        top = text.split(WHERE_TITLE)[1].split("## Re-sorted by the final model")[0]
+        assert text.count("Now, after `pseudolabel resort`") == 1 and "| vote's table |" in top
+        assert f"`0/` {a['0']}, `1/` {a['1']}, `unclear/` {a['unclear']} ({100 * a['unclear'] / 60:.1f} %)" in top
