@@ -111,6 +111,25 @@ def new_rows(rows: list[dict], scores: np.ndarray, decision: np.ndarray, rank: n
     return out, moves
 
 
+def queue_samples(run_dir: Path, rows: list[dict], per: int = 48) -> list[str]:
+    """Draw the report's ``samples_unclear.png`` again from the re-sorted queue (``rows`` as
+    predictions.csv now has them): its first ``per`` images, captioned with rank and final score.
+    `run` drew it from the vote's queue, most of which a re-sort empties. Returns the images drawn."""
+    from .config import load_config
+    from .data import load_image
+    from .report import sample_grid
+
+    cfg = load_config(run_dir / "config.yaml")
+    queued = [r for r in rows if r["decision"] == "unclear" and r["queue_rank"] and (run_dir / r["file"]).is_file()]
+    queue = sorted(queued, key=lambda r: int(r["queue_rank"]))[:per]
+    size, ch = cfg.image_size, cfg.channels
+    images = (np.stack([load_image(run_dir / r["file"], size, ch) for r in queue]) if queue
+              else np.zeros((0, ch, size, size), np.uint8))  # fmt: skip
+    titles = [f"{r['queue_rank']}: {float(r[SCORE_COLUMN]):.2f}" for r in queue]
+    sample_grid(images, titles, run_dir / "samples_unclear.png")
+    return [r["image"] for r in queue]
+
+
 def _csv_text(rows: list[dict]) -> str:
     """predictions.csv text: image, file, the seed models' scores, the final score, then the fixed fields."""
     fields = [f for f in rows[0] if f != SCORE_COLUMN]
@@ -145,6 +164,7 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
         kept = int((decision != resort(s, now, movable, first, **rule)[0]).sum())  # stayed only by agreement
         rows_after, moves = new_rows(rows, s, decision, rank, movable)
         sort.move_within(run_dir, moves, _csv_text(rows_after))
+        queue_samples(run_dir, rows_after)
         summary = {
             "closed_below": rc.closed_below, "open_above": rc.open_above, "keep_agreed": rc.keep_agreed,
             "kept_agreed": kept, "before": folder_counts(now),

@@ -216,3 +216,17 @@ def test_the_report_says_up_top_where_the_images_are_now(fake_run, tmp_path):
         top = text.split(WHERE_TITLE)[1].split("## Re-sorted by the final model")[0]
         assert text.count("Now, after `pseudolabel resort`") == 1 and "| vote's table |" in top
         assert f"`0/` {a['0']}, `1/` {a['1']}, `unclear/` {a['unclear']} ({100 * a['unclear'] / 60:.1f} %)" in top
+
+
+@pytest.mark.parametrize("per", [48, 3])
+def test_the_report_shows_the_new_queue(touched, per):
+    """samples_unclear.png is drawn again from the re-sorted queue: the images it shows are the
+    first ones the review page shows, in its order, past page decisions and hand moves."""
+    from pseudolabel.resort import queue_samples
+
+    run, journal, _ = touched
+    (run / "samples_unclear.png").write_bytes(b"the vote's queue")
+    resort_run(run, journal, ResortConfig(), scores=fixed_scores(run))
+    page = [it["image"] for it in ReviewState(run, journal).queue()["items"]]
+    assert (run / "samples_unclear.png").read_bytes()[:4] == b"\x89PNG"
+    assert queue_samples(run, rows_of(run), per) == page[:per] and len(page) > 3
