@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .sort import write_atomic
 from .vote import UNCLEAR
 
 _FOLDER_TITLES = {"0": "0/ (closed)", "1": "1/ (open)", "unclear": "unclear/ (queue order)"}
@@ -115,7 +116,7 @@ def review_curve_section(curve: str | None, run_dir: Path, n_unclear: int, probl
     return "\n\n".join([
         f"Measured on this pipeline's benchmark ({data.get('source', curve)}): the final model's accuracy on the "
         "benchmark's true labels after a person answered the first N images of the unclear queue and `retrain` ran again. "
-        f"This run's queue holds {n_unclear} images.",
+        f"`run` left {n_unclear} images in this run's queue.",
         _table(["reviewed", "final accuracy", "final EER"], rows), "![review curve](review_curve.png)"])
 
 
@@ -186,18 +187,49 @@ def write_resort_section(report_md: Path, summary: dict) -> None:
         f"{agreed}Seed labels, reviewed images, hand moves and flagged labels were left where they were. "
         f"Moved: {moved}.",
         _table(["folder", "before", "after", "share after"], rows), "![final scores](resort.png)"])
-    text = report_md.read_text() if report_md.is_file() else ""
-    if RESORT_TITLE in text:
-        head, _, rest = text.partition(RESORT_TITLE)
+    text = _put_section(report_md.read_text() if report_md.is_file() else "", RESORT_TITLE, section)
+    write_atomic(report_md, _note_resort_up_top(text, a, total))
+
+
+def _put_section(text: str, title: str, section: str, before: str = "## Likely label errors") -> str:
+    """``text`` with ``section`` (which starts with ``title``) in place of an earlier one, or put
+    just before the ``before`` section, or at the end."""
+    if title in text:
+        head, _, rest = text.partition(title)
         nxt = rest.find("\n## ")
         text = head.rstrip("\n") + ("\n\n" + rest[nxt + 1 :] if nxt >= 0 else "\n")
-    anchor = "## Likely label errors"
-    if anchor in text:
-        head, _, rest = text.partition(anchor)
-        text = f"{head}{section}\n\n{anchor}{rest}"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    report_md.write_text(_note_resort_up_top(text, a, total))
+    if before in text:
+        head, _, rest = text.partition(before)
+        return f"{head}{section}\n\n{before}{rest}"
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
+FINAL_TITLE = "## Final model"
+
+
+def write_final_section(report_md: Path, m: dict) -> None:
+    """Put (or replace) the final model's section in ``report.md`` (``m``: final/metrics.json's content),
+    before the re-sort section or, without one, before the label errors."""
+    c, a, n = m["counts"], m["at_0.5"], len(m["members"])
+    name = m["backbone"] if n == 1 else f"{n} x {m['backbone']}"
+    cached = sum(bool(x.get("pretrain_cached")) for x in m["members"])
+    rows = [
+        ["learned from", f"{c['labeled']} labeled images (seed {c['seed-train']}, reviewed {c['reviewed']}, "
+                         f"vote only {c['vote']}) and {c['unlabeled']} unlabeled"],
+        ["network", f"{name}, {m['parameters'] / 1e6:.2f} M parameters, test-time views: {m['tta']}"],
+        ["validation", f"{m['n']} images: accuracy {a['accuracy']:.3f}, EER {m['eer']:.3f}, ROC AUC {m['roc_auc']:.3f}"],
+        ["seconds", f"{m['seconds']:.0f} (SimCLR {m['pretrain_seconds']:.0f}" + (f", {cached} of {n} from the cache"
+                    if cached else "") + f"; warm-up and FixMatch {m['train_seconds']:.0f})"],
+    ]  # fmt: skip
+    section = "\n\n".join([
+        FINAL_TITLE,
+        "`pseudolabel retrain` trained the final model; it is in `final/` (`model.ts`, `model.onnx`). It is validated "
+        f"on the {c['seed-val']} seed labels held out plus half of the reviewed images ({m['n']} in all), so read "
+        "those figures with care until you have reviewed more. `pseudolabel resort` lets this model shrink `unclear/`.",
+        _table(["final model", ""], rows), "![training curves](final/curves.png) ![validation scores](final/hist.png)"])
+    text = report_md.read_text() if report_md.is_file() else ""
+    write_atomic(report_md, _put_section(text, FINAL_TITLE, section, RESORT_TITLE if RESORT_TITLE in text else
+                                         "## Likely label errors"))  # fmt: skip
 
 
 def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str]) -> Path:

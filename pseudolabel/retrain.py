@@ -250,4 +250,6 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    report.write_final_section(run_dir / "report.md", metrics)
+    write_manifest(run_dir)  # the run's report changed
     return metrics

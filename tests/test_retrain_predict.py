@@ -76,6 +76,8 @@ def test_retrain_writes_everything(trained):
         assert sum(map(sum, m[key]["confusion"])) == m["n"]
     assert {"eer", "eer_threshold", "roc_auc", "parameters", "counts"} <= set(m)
     assert m["counts"]["validation"] == 17 and m["counts"]["labeled"] == 80
+    report = (run / "report.md").read_text()  # the run's report gains the final model's section
+    assert "## Final model" in report and f"{m['n']} images: accuracy {m['at_0.5']['accuracy']:.3f}" in report
 
 
 def test_originals_untouched_by_retrain(trained):
@@ -179,6 +181,8 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
     summary = json.loads((run / "resort.json").read_text())
     assert (summary["closed_below"], summary["open_above"], summary["keep_agreed"]) == (0.3, 0.7, 0.95)
     assert summary["after"]["unclear"] < summary["before"]["unclear"]
+    report = (run / "report.md").read_text()
+    assert report.index("## Final model") < report.index("## Re-sorted by the final model")
 
 
 def test_a_second_retrain_reuses_simclr_and_trains_the_same_model(trained, tmp_path):
