@@ -120,13 +120,19 @@ def queue_samples(run_dir: Path, rows: list[dict], per: int = 48) -> list[str]:
     from .report import sample_grid
 
     cfg = load_config(run_dir / "config.yaml")
-    queued = [r for r in rows if r["decision"] == "unclear" and r["queue_rank"] and (run_dir / r["file"]).is_file()]
-    queue = sorted(queued, key=lambda r: int(r["queue_rank"]))[:per]
     size, ch = cfg.image_size, cfg.channels
-    images = (np.stack([load_image(run_dir / r["file"], size, ch) for r in queue]) if queue
-              else np.zeros((0, ch, size, size), np.uint8))  # fmt: skip
+    queue, images = [], [np.zeros((0, ch, size, size), np.uint8)]
+    queued = [r for r in rows if r["decision"] == "unclear" and r["queue_rank"]]
+    for r in sorted(queued, key=lambda r: int(r["queue_rank"])):
+        if len(queue) == per:
+            break
+        try:
+            images.append(load_image(run_dir / r["file"], size, ch)[None])
+        except (OSError, ValueError):  # gone since (decided on the page) or changed by hand: not in the picture
+            continue
+        queue.append(r)
     titles = [f"{r['queue_rank']}: {float(r[SCORE_COLUMN]):.2f}" for r in queue]
-    sample_grid(images, titles, run_dir / "samples_unclear.png")
+    sample_grid(np.concatenate(images), titles, run_dir / "samples_unclear.png")
     return [r["image"] for r in queue]
 
 
