@@ -215,7 +215,7 @@ def write_final_section(report_md: Path, m: dict) -> None:
     cached = sum(bool(x.get("pretrain_cached")) for x in m["members"])
     rows = [
         ["learned from", f"{c['labeled']} labeled images (seed {c['seed-train']}, reviewed {c['reviewed']}, "
-                         f"vote only {c['vote']}) and {c['unlabeled']} unlabeled"],
+                         f"placed by machines {c['vote']}) and {c['unlabeled']} unlabeled"],
         ["network", f"{name}, {m['parameters'] / 1e6:.2f} M parameters, test-time views: {m['tta']}"],
         ["validation", f"{m['n']} images: accuracy {a['accuracy']:.3f}, EER {m['eer']:.3f}, ROC AUC {m['roc_auc']:.3f}"],
         ["seconds", f"{m['seconds']:.0f} (SimCLR {m['pretrain_seconds']:.0f}" + (f", {cached} of {n} from the cache"

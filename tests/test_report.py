@@ -64,6 +64,6 @@ def test_the_final_model_section_goes_in_once_and_in_order(tmp_path, before, ord
     text = md.read_text()
     assert text.count(FINAL_TITLE) == 1 and "old figures" not in text
     assert [text.index(h) for h in order] == sorted(text.index(h) for h in order)
-    assert "3105 labeled images (seed 79, reviewed 0, vote only 3026) and 3998 unlabeled" in text
+    assert "3105 labeled images (seed 79, reviewed 0, placed by machines 3026) and 3998 unlabeled" in text
     assert "17 images: accuracy 1.000" in text and "1 of 2 from the cache" in text and "the 17 seed labels held" in text
     assert all(line in text for line in before.splitlines() if line not in ("old figures",))
