@@ -181,6 +181,8 @@ def cmd_resort(args: argparse.Namespace) -> int:
     print("\n".join(f"{k + '/':<10}{b[k]:>8}{a[k]:>8}{100 * a[k] / n:>8.1f}%" for k in ("0", "1", "unclear")))
     print(f"re-sorted {res['movable']} machine-placed images in {res['seconds']:.0f} s ({res['kept_agreed']} stayed "
           f"because the final model agreed with the vote); report: {run / 'report.md'}")  # fmt: skip
+    print(f"next: `pseudolabel review {run}` for the {a['unclear']} images in unclear/, then `pseudolabel retrain "
+          f"{run} --overwrite` so the final model learns from your answers")  # fmt: skip
     return 0
 
 

@@ -169,7 +169,7 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
     out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "resort", *args], capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "unclear/" in out.stdout and "re-sorted" in out.stdout
+    assert "unclear/" in out.stdout and "re-sorted" in out.stdout and f"next: `pseudolabel review {run}`" in out.stdout
     where = ReviewState(run, tmp_path / "j.csv").where()
     rows = list(csv.DictReader(open(run / "predictions.csv")))
     clf = EyeStateClassifier.load(run)
