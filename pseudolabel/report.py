@@ -134,6 +134,7 @@ def _issues_section(issues: dict[str, str], folds: int) -> str:
 
 RESORT_TITLE = "## Re-sorted by the final model"
 WHERE_TITLE = "## Where everything went"
+ISSUES_TITLE = "## Likely label errors"
 NOW_NOTE = "> **Now, after `pseudolabel resort`:**"
 
 
@@ -191,16 +192,17 @@ def write_resort_section(report_md: Path, summary: dict) -> None:
     write_atomic(report_md, _note_resort_up_top(text, a, total))
 
 
-def _put_section(text: str, title: str, section: str, before: str = "## Likely label errors") -> str:
+def _put_section(text: str, title: str, section: str, before: tuple[str, ...] = (ISSUES_TITLE,)) -> str:
     """``text`` with ``section`` (which starts with ``title``) in place of an earlier one, or put
-    just before the ``before`` section, or at the end."""
+    just before the first of the ``before`` sections the text has, or at the end."""
     if title in text:
         head, _, rest = text.partition(title)
         nxt = rest.find("\n## ")
         text = head.rstrip("\n") + ("\n\n" + rest[nxt + 1 :] if nxt >= 0 else "\n")
-    if before in text:
-        head, _, rest = text.partition(before)
-        return f"{head}{section}\n\n{before}{rest}"
+    for anchor in before:
+        if anchor in text:
+            head, _, rest = text.partition(anchor)
+            return f"{head}{section}\n\n{anchor}{rest}"
     return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
@@ -228,8 +230,7 @@ def write_final_section(report_md: Path, m: dict) -> None:
         "those figures with care until you have reviewed more. `pseudolabel resort` lets this model shrink `unclear/`.",
         _table(["final model", ""], rows), "![training curves](final/curves.png) ![validation scores](final/hist.png)"])
     text = report_md.read_text() if report_md.is_file() else ""
-    write_atomic(report_md, _put_section(text, FINAL_TITLE, section, RESORT_TITLE if RESORT_TITLE in text else
-                                         "## Likely label errors"))  # fmt: skip
+    write_atomic(report_md, _put_section(text, FINAL_TITLE, section, before=(RESORT_TITLE, ISSUES_TITLE)))
 
 
 def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str]) -> Path:
@@ -251,7 +252,7 @@ def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str
         f"{summary['disagree']} images are disagreements and head the unclear queue.",
         "![scatter](scatter.png)",
         "Work through `unclear/` in file-name order (most useful first) and move each file into `0/` or `1/`.",
-        "## Likely label errors",
+        ISSUES_TITLE,
         _issues_section(summary.get("issues", {}), summary.get("label_folds", 4)),
         "## What review buys",
         summary.get("review_curve", ""),
