@@ -30,3 +30,29 @@ def test_answer_all_answers_each_image_wherever_the_vote_put_it(fake_run, tmp_pa
         assert sources[image] == (str(label), "reviewed"), image
     others = {i: k for i, (_, k) in sources.items() if i not in truth}
     assert all(sources[i][0] == where[i] for i in others)  # nobody else moved
+
+
+@pytest.mark.parametrize("scores, y, expected", [
+    ([[0.9, 0.1, 0.6]], [0, 0, 1], [True, False, False]),  # one member: its own mistakes
+    ([[0.9, 0.1, 0.4], [0.8, 0.2, 0.6]], [0, 0, 1], [True, False, False]),  # one of two right: not always wrong
+    ([[0.9, 0.7, 0.4], [0.6, 0.5, 0.3]], [0, 0, 1], [True, True, True]),  # 0.5 counts as open
+])
+def test_always_wrong_needs_every_member_wrong(scores, y, expected):
+    import numpy as np
+
+    from benchmarks.hard_dev import always_wrong
+
+    assert always_wrong(np.array(scores), np.array(y)).tolist() == expected
+
+
+def test_run_scores_groups_members_by_run_folder(tmp_path):
+    import numpy as np
+
+    from benchmarks.hard_dev import run_scores
+
+    for run, files in {"r0": {"x": 2, "y": 1}, "r1": {"x": 1}}.items():
+        (tmp_path / run).mkdir()
+        for name, n in files.items():
+            np.savez(tmp_path / run / f"{name}.npz", **{f"m{i}": np.full(4, i / 10) for i in range(n)})
+    got = run_scores(sorted(tmp_path.glob("*/*.npz")))
+    assert {r.name: s.shape for r, s in got.items()} == {"r0": (3, 4), "r1": (1, 4)}
