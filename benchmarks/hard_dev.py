@@ -65,10 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("scores", nargs="+", type=Path, help="npz files written by benchmarks/members.py --scores")
     ap.add_argument("--png", type=Path, help="draw the images every member of every run gets wrong here")
     args = ap.parse_args(argv)
-    missing = [str(f) for f in args.scores if not f.is_file()]
-    if missing:
-        raise SystemExit(f"hard_dev: error: no such scores file: {missing[0]}")
-    runs = run_scores(args.scores)
+    for f in args.scores:
+        if not f.is_file():
+            print(f"hard_dev: warning: no such scores file, skipped: {f}", file=sys.stderr)
+    files = [f for f in args.scores if f.is_file()]
+    if not files:
+        raise SystemExit("hard_dev: error: none of the scores files exists")
+    runs = run_scores(files)
     run = next(iter(runs))
     cfg = load_config(run / "config.yaml")
     x, y, names = _dev_arrays(run, read_dev(), cfg.image_size, cfg.channels)
