@@ -1,4 +1,4 @@
-"""The review-playing helpers of benchmarks/review_curve.py, on a run of real crops (no training)."""
+"""The helpers of benchmarks/review_curve.py, on a run of real crops (no training), and of benchmarks/hard_dev.py."""
 from __future__ import annotations
 
 import pytest
