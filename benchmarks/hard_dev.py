@@ -6,7 +6,7 @@ Every array in every ``--scores`` file of benchmarks/members.py is one member's 
 The files are grouped by the run folder they sit in. For each run it prints how the average of
 all its members scores on dev_labels.csv, and how many dev images every one of them gets wrong.
 Then it draws the dev images that every member of every run gets wrong, with their dev label and
-the mean score, most confident mistake first.
+the mean score (dev label, then P(open)), most confident mistake first.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from quality import _dev_arrays, read_dev  # noqa: E402
 
 from pseudolabel.config import load_config  # noqa: E402
 from pseudolabel.metrics import classification_metrics  # noqa: E402
+from pseudolabel.report import sample_grid  # noqa: E402
 
 
 def always_wrong(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -38,26 +39,6 @@ def run_scores(files: list[Path]) -> dict[Path, np.ndarray]:
         with np.load(f) as d:
             out.setdefault(f.parent, []).extend(d[k] for k in d.files)
     return {run: np.stack(ms) for run, ms in out.items()}
-
-
-def sheet(path: Path, x: np.ndarray, y: np.ndarray, mean: np.ndarray, names: list[str], idx: np.ndarray) -> None:
-    """Draw dev images ``idx`` of (N, C, H, W) uint8 ``x`` with their dev label and mean P(open)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = 7
-    rows = max(1, -(-len(idx) // cols))
-    fig, axs = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 2.3), squeeze=False)
-    for ax in axs.flat:
-        ax.axis("off")
-    for ax, i in zip(axs.flat, idx):
-        ax.imshow(x[i].transpose(1, 2, 0).squeeze(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"{Path(names[i]).stem}\ndev: {'open' if y[i] else 'closed'}\nP(open) {mean[i]:.2f}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if s.shape[1] != len(y):
             raise SystemExit(f"hard_dev: error: {r} holds scores for {s.shape[1]} dev images, not {len(y)}")
         m = classification_metrics(y, s.mean(0))
-        wrong = int(((s.mean(0) >= 0.5) != y).sum())
-        print(f"| {r} | {len(s)} | {100 * m['accuracy']:.2f} % | {100 * m['eer']:.2f} % | {wrong} | "
+        print(f"| {r} | {len(s)} | {100 * m['accuracy']:.2f} % | {100 * m['eer']:.2f} % | "
+              f"{round((1 - m['accuracy']) * len(y))} | "
               f"{int(always_wrong(s, y).sum())} |")
     every = np.stack([always_wrong(s, y) for s in runs.values()]).all(0)
     mean = np.concatenate(list(runs.values())).mean(0)
@@ -90,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(idx)} dev images are wrong for every member of all {len(runs)} runs "
           f"({int((y[idx] == 0).sum())} closed called open, {int((y[idx] == 1).sum())} open called closed).")
     if args.png:
-        sheet(args.png, x, y, mean, names, idx)
+        titles = [f"{Path(names[i]).stem} {'open' if y[i] else 'closed'}\nP(open) {mean[i]:.2f}" for i in idx]
+        sample_grid(x[idx], titles, args.png, cols=7, scale=4)
         print(f"drawn: {args.png}")
     return 0
 
