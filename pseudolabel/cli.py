@@ -162,6 +162,9 @@ def _add_resort(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--open-above", type=float, dest="open_above", help="1/ when P(open) >= this (default 0.998)")
     p.add_argument("--keep-agreed", type=float, dest="keep_agreed", help="a vote decision stays when the final "
                    "model agrees at >= this (default 0.9; 1 = off)")  # fmt: skip
+    p.add_argument("--keep-flagged", action="store_const", const=False, dest="settle_flagged",
+                   help="leave every vote decision the label check flagged for a person (default: the final model "
+                   "re-decides them like any other)")  # fmt: skip
 
 
 def cmd_resort(args: argparse.Namespace) -> int:
@@ -173,14 +176,16 @@ def cmd_resort(args: argparse.Namespace) -> int:
         raise ValueError(f"not a run folder (no predictions.csv or config.yaml): {run}")
     cfg = with_overrides(load_config(run / "config.yaml"), **{"resort.closed_below": args.closed_below,
                                                               "resort.open_above": args.open_above,
-                                                              "resort.keep_agreed": args.keep_agreed})  # fmt: skip
+                                                              "resort.keep_agreed": args.keep_agreed,
+                                                              "resort.settle_flagged": args.settle_flagged})  # fmt: skip
     res = resort_run(run, Path(args.journal) if args.journal else journal_path_for(run), cfg.resort, args.model)
     b, a = res["before"], res["after"]
     n = max(sum(a.values()), 1)
     print(f"{'folder':<10}{'before':>8}{'after':>8}{'share':>9}")
     print("\n".join(f"{k + '/':<10}{b[k]:>8}{a[k]:>8}{100 * a[k] / n:>8.1f}%" for k in ("0", "1", "unclear")))
     print(f"re-sorted {res['movable']} machine-placed images in {res['seconds']:.0f} s ({res['kept_agreed']} stayed "
-          f"because the final model agreed with the vote); report: {run / 'report.md'}")  # fmt: skip
+          f"because the final model agreed with the vote, {res['settled_flags']} flagged by the label check were "
+          f"settled); report: {run / 'report.md'}")  # fmt: skip
     print(f"next: `pseudolabel review {run}` for the {a['unclear']} images in unclear/, then `pseudolabel retrain "
           f"{run} --overwrite` so the final model learns from your answers")  # fmt: skip
     return 0

@@ -5,9 +5,11 @@ dev labels), so it shrinks the review queue: every image that the vote placed an
 touched since goes to ``0/`` when its P(open) <= ``closed_below``, to ``1/`` when it is >=
 ``open_above``, and to ``unclear/`` otherwise (which may also send a vote decision back for
 review). An image still where the two seed models' vote put it stays there when the final model
-agrees with that vote at ``keep_agreed`` or more (three models agreeing). Never moved: the seed
-labels, anything decided on the review page (even "unsure"), anything moved by hand, and the
-images the label check flagged.
+agrees with that vote at ``keep_agreed`` or more (three models agreeing). A vote decision the
+label check flagged is re-decided like any other (``settle_flagged``): the final model never
+trained on its label, so its score is a second opinion; what it leaves unclear keeps the front of
+the queue. Never moved: the seed labels (even flagged ones), anything decided on the review page
+(even "unsure") and anything moved by hand.
 
 :func:`resort` is the pure rule. :func:`resort_run` reads the run, scores it and moves the
 run's own links (never the originals) through :func:`sort.move_within`, which writes its plan
@@ -67,12 +69,13 @@ def resort(scores: np.ndarray, decision: np.ndarray, movable: np.ndarray, first:
     return new, rank
 
 
-def movable_images(rows: list[dict], where: dict[str, str], decided: set[str]) -> np.ndarray:
+def movable_images(rows: list[dict], where: dict[str, str], decided: set[str], settle_flagged: bool = True
+                   ) -> np.ndarray:
     """(N,) bool: placed by the vote (or an earlier re-sort), still where it was put, not decided
-    on the page, not flagged by the label check."""
+    on the page, and, unless ``settle_flagged``, not flagged by the label check."""
     return np.array([
         not r["source"].startswith("seed") and r["image"] not in decided and where.get(r["image"]) == r["decision"]
-        and not r.get("issue")
+        and (settle_flagged or not r.get("issue"))
         for r in rows
     ])  # fmt: skip
 
@@ -160,7 +163,7 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
         state = ReviewState(run_dir, journal)  # also finishes an interrupted re-sort or page decision
         rows = state.rows
         where = state.where()
-        movable = movable_images(rows, where, set(state.journal.last_decisions()))
+        movable = movable_images(rows, where, set(state.journal.last_decisions()), rc.settle_flagged)
         now = np.array([sort.decision_of(where.get(r["image"], r["decision"])) for r in rows])
         s = score_run(run_dir, state, rows, where, model) if scores is None else np.asarray(scores, dtype=np.float64)
         first = np.array([bool(r.get("issue")) for r in rows])
@@ -173,7 +176,8 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
         queue_samples(run_dir, rows_after)
         summary = {
             "closed_below": rc.closed_below, "open_above": rc.open_above, "keep_agreed": rc.keep_agreed,
-            "kept_agreed": kept, "before": folder_counts(now),
+            "kept_agreed": kept, "settled_flags": int((first & movable & (decision != UNCLEAR)).sum()),
+            "flags_left": int((first & (decision == UNCLEAR)).sum()), "before": folder_counts(now),
             "after": folder_counts(decision), "movable": int(movable.sum()),
             "moved": {f"{a}->{b}": int(((now == x) & (decision == y)).sum())
                       for a, x in (("0", 0), ("1", 1), ("unclear", UNCLEAR))

@@ -35,6 +35,7 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("resort:\n  closed_below: -0.1\n", "closed_below=-0.1"),
         ("resort:\n  keep_agreed: 1.5\n", r"resort: keep_agreed must be in \(0.5, 1\], got 1.5"),
         ("resort:\n  open_abve: 0.99\n", "resort.*unknown key.*open_abve"),
+        ("resort:\n  settle_flagged: 'no'\n", "resort: settle_flagged must be true or false, got 'no'"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )

@@ -8,7 +8,7 @@ import pytest
 from pseudolabel import sort
 from pseudolabel.config import ResortConfig
 from pseudolabel.pipeline import output_lock
-from pseudolabel.resort import resort, resort_run
+from pseudolabel.resort import movable_images, resort, resort_run
 from pseudolabel.review import ReviewState, review_work
 from tests.conftest import mark_issue, tree_digest
 
@@ -27,7 +27,7 @@ RULE = {"closed_below": 0.02, "open_above": 0.998}
         (0.99, U, True, U),  # 0.99 is not sure enough for 1/ (the strict side)
         (0.03, 0, True, U),  # a vote decision the final model doubts goes back for review
         (0.9995, 0, True, 1),  # and one it contradicts moves
-        (0.9995, U, False, U),  # never: reviewed, moved by hand, seed label or flagged
+        (0.9995, U, False, U),  # never: reviewed, moved by hand, or a seed label (movable_images decides)
         (0.001, 1, False, 1),
     ],
 )
@@ -54,6 +54,25 @@ def test_resort_keeps_a_vote_the_final_model_agrees_with(score, now, voted, keep
     d, _ = resort(np.array([score]), np.array([now]), np.array([True]), np.array([False]), voted=np.array([voted]),
                   keep_agreed=keep, **RULE)  # fmt: skip
     assert d[0] == expected
+
+
+@pytest.mark.parametrize(
+    "source,issue,decided,put,now,settle,expected",
+    [
+        ("vote", "", False, "0", "0", True, True),  # placed by the vote, untouched
+        ("final", "", False, "unclear", "unclear", True, True),  # placed by an earlier re-sort
+        ("vote", "", True, "0", "0", True, False),  # decided on the page (even "unsure")
+        ("vote", "", False, "0", "1", True, False),  # moved by hand: not where it was put
+        ("seed-train", "", False, "0", "0", True, False),  # a seed label
+        ("vote", "vote says 1 (open)", False, "unclear", "unclear", True, True),  # a flagged vote decision: settled
+        ("vote", "vote says 1 (open)", False, "unclear", "unclear", False, False),  # unless settle_flagged is off
+        ("seed-val", "seed label says 0 (closed)", False, "unclear", "unclear", True, False),  # flagged seed label
+    ],
+)
+def test_movable_images(source, issue, decided, put, now, settle, expected):
+    row = {"image": "a.jpg", "source": source, "decision": put, "issue": issue}
+    got = movable_images([row], {"a.jpg": now}, {"a.jpg"} if decided else set(), settle)
+    assert got.tolist() == [expected]
 
 
 def test_queue_puts_flagged_first_then_least_sure():
@@ -95,8 +114,8 @@ def fixed_scores(run, seed=1):
 @pytest.fixture
 def touched(fake_run, tmp_path):
     """A run where a person decided three images on the page (1, 0, unsure), moved one by hand,
-    and the label check flagged one. Returns (run, journal, {kind: image})."""
-    flagged = mark_issue(fake_run, "vote says unclear; cross-validated P(open) = 0.97")
+    and the label check flagged one vote decision. Returns (run, journal, {kind: image})."""
+    flagged = mark_issue(fake_run, "vote says 0 (closed); cross-validated P(open) = 0.97")
     journal = tmp_path / "journal.csv"
     st = ReviewState(fake_run, journal)
     queue = [it["image"] for it in st.queue()["items"] if it["image"] != flagged]
@@ -117,7 +136,9 @@ def test_resort_moves_only_machine_placed_images(touched, tmp_path):
     rows_before = {r["image"]: r for r in rows_of(run)}
     scores = fixed_scores(run)
     for i, r in enumerate(rows_of(run)):  # the final model contradicts every person's decision: it must not matter
-        if r["image"] in who.values():
+        if r["image"] == who["flagged"]:
+            scores[i] = 0.5  # and is unsure of the flagged vote decision, which stays first in the queue
+        elif r["image"] in who.values():
             scores[i] = 0.0001 if before[r["image"]] == "1" else 0.9999
         elif r["source"] == "vote" and r["decision"] in "01" and i % 3 == 0:  # and agrees, not surely, with some votes
             scores[i] = 0.95 if r["decision"] == "1" else 0.05
@@ -141,10 +162,49 @@ def test_resort_moves_only_machine_placed_images(touched, tmp_path):
     assert tree_digest(tmp_path / "images") == originals
     assert summary["after"] == {f: sum(v == f for v in after.values()) for f in sort.FOLDERS}
     assert summary["kept_agreed"] > 0 and f"({summary['kept_agreed']} images)" in (run / "report.md").read_text()
+    assert (summary["settled_flags"], summary["flags_left"]) == (0, 1)
     q = st.queue()["items"]
     assert q[0]["image"] == who["flagged"] and [it["rank"] for it in q] == sorted(it["rank"] for it in q)
     assert rows[who["unsure"]]["queue_rank"] and "final" in st.models
     assert "## Re-sorted by the final model" in (run / "report.md").read_text() and (run / "resort.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "score,settle,folder",
+    [
+        (0.001, True, "0"),  # the final model agrees with the flagged vote (closed): settled into 0/
+        (0.9995, True, "1"),  # it sides with the label check: into 1/
+        (0.5, True, "unclear"),  # unsure: it stays, first in the queue
+        (0.001, False, "unclear"),  # settle_flagged off: left for a person whatever the score
+    ],
+)
+def test_resort_settles_a_flagged_vote_decision(touched, score, settle, folder):
+    run, journal, who = touched
+    scores = np.full(len(rows_of(run)), 0.5)
+    scores[[r["image"] for r in rows_of(run)].index(who["flagged"])] = score
+    summary = resort_run(run, journal, ResortConfig(settle_flagged=settle), scores=scores)
+    st = ReviewState(run, journal)
+    assert st.where()[who["flagged"]] == folder
+    assert (summary["settled_flags"], summary["flags_left"]) == ((0, 1) if folder == "unclear" else (1, 0))
+    assert f"the final model settled {summary['settled_flags']}" in (run / "report.md").read_text()
+    if folder == "unclear":
+        assert st.queue()["items"][0]["image"] == who["flagged"]
+    assert st.status()["problems"] == []
+
+
+@pytest.mark.parametrize("flags,folder", [([], "0"), (["--keep-flagged"], "unclear")])
+def test_resort_cli_keep_flagged(touched, monkeypatch, capsys, flags, folder):
+    """`pseudolabel resort --keep-flagged` turns settling off; a fake final model (fixed scores,
+    sure the flagged vote decision is closed) stands in for the exported one."""
+    from pseudolabel import cli, resort as resort_module
+
+    run, journal, who = touched
+    names = [r["image"] for r in rows_of(run)]
+    scores = np.where(np.array(names) == who["flagged"], 0.001, 0.5)
+    monkeypatch.setattr(resort_module, "score_run", lambda *a, **k: scores)
+    assert cli.main(["resort", str(run), "--journal", str(journal), *flags]) == 0
+    assert ReviewState(run, journal).where()[who["flagged"]] == folder
+    assert f"{int(folder != 'unclear')} flagged by the label check were settled" in capsys.readouterr().out
 
 
 def test_resort_is_idempotent_and_keeps_the_journal_readable(touched):
