@@ -82,8 +82,10 @@ def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0
     Seed labels are not applied here, so figures differ slightly from the run's own folders."""
     from pseudolabel.vote import vote
 
+    from pseudolabel.resort import SCORE_COLUMN
+
     rows = read_predictions(run_dir)
-    models = model_columns(list(rows[0]))
+    models = [m for m in model_columns(list(rows[0])) if m != SCORE_COLUMN]  # the two seed models, not a resort's
     a, b = (np.array([float(r[m]) for r in rows]) for m in models)
     lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
     y = np.array([dev[rows[i]["image"]] for i in lab])
@@ -203,7 +205,8 @@ def resort_sweep(before: list[dict], run_dir: Path, dev: dict[str, int], closed=
     score = {r["image"]: float(r["final"]) for r in read_predictions(run_dir)}
     s = np.array([score[r["image"]] for r in before])
     now = np.array([decision_of(r["decision"]) for r in before])
-    movable = movable_images(before, {r["image"]: r["decision"] for r in before}, set())  # no review, no hand moves
+    settle = load_config(run_dir / "config.yaml").resort.settle_flagged  # as the real resort did
+    movable = movable_images(before, {r["image"]: r["decision"] for r in before}, set(), settle)  # no review
     voted = np.array([r["source"] == "vote" for r in before])
     lab = np.array([i for i, r in enumerate(before) if r["image"] in dev])
     y = np.array([dev[before[i]["image"]] for i in lab])

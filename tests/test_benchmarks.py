@@ -56,3 +56,19 @@ def test_run_scores_groups_members_by_run_folder(tmp_path):
             np.savez(tmp_path / run / f"{name}.npz", **{f"m{i}": np.full(4, i / 10) for i in range(n)})
     got = run_scores(sorted(tmp_path.glob("*/*.npz")))
     assert {r.name: s.shape for r, s in got.items()} == {"r0": (3, 4), "r1": (1, 4)}
+
+
+def test_margin_sweep_after_a_resort_reads_the_two_seed_models(fake_run, tmp_path, capsys):
+    """`quality.py --run RUN --sweep` replays the vote; a re-sort's `final` column is not a voter."""
+    import numpy as np
+
+    from benchmarks.quality import sweep
+    from pseudolabel.config import ResortConfig
+    from pseudolabel.resort import resort_run
+    from pseudolabel.sort import read_predictions
+
+    rows = read_predictions(fake_run)
+    resort_run(fake_run, tmp_path / "j.csv", ResortConfig(), scores=np.linspace(0.0, 1.0, len(rows)))
+    sweep(fake_run, {r["image"]: i % 2 for i, r in enumerate(rows)}, margins_a=(0.3, 0.4), margins_b=(0.0,))
+    out = capsys.readouterr().out
+    assert "| margin yolov8-cls | margin resnet50 |" in out and out.count("\n| 0.") == 2
