@@ -82,10 +82,8 @@ def sweep(run_dir: Path, dev: dict[str, int], margins_a=(0.3, 0.4, 0.45, 0.48, 0
     Seed labels are not applied here, so figures differ slightly from the run's own folders."""
     from pseudolabel.vote import vote
 
-    from pseudolabel.resort import SCORE_COLUMN
-
     rows = read_predictions(run_dir)
-    models = [m for m in model_columns(list(rows[0])) if m != SCORE_COLUMN]  # the two seed models, not a resort's
+    models = load_config(run_dir / "config.yaml").models  # the run's two voters (a re-sort adds a `final` column)
     a, b = (np.array([float(r[m]) for r in rows]) for m in models)
     lab = np.array([i for i, r in enumerate(rows) if r["image"] in dev])
     y = np.array([dev[rows[i]["image"]] for i in lab])

@@ -181,11 +181,9 @@ def write_resort_section(report_md: Path, summary: dict) -> None:
     keep = summary.get("keep_agreed", 1.0)
     agreed = (f"An image still where the seed models' vote put it stayed there when the final model agreed at >= "
               f"{keep:g} ({summary['kept_agreed']} images). " if keep < 1.0 else "")  # fmt: skip
-    settled = summary.get("settled_flags")
-    flags = ("Seed labels, reviewed images, hand moves and flagged labels were left where they were. " if settled is None
-             else f"Of the vote decisions the label check flagged, the final model settled {settled} (it never trained "
-             f"on their labels); {summary['flags_left']} flagged images stay first in the queue. Seed labels, "
-             "reviewed images and hand moves were left where they were. ")  # fmt: skip
+    flags = (f"Of the vote decisions the label check flagged, the final model settled {summary['settled_flags']} (it "
+             f"never trained on their labels); {summary['flags_left']} flagged images stay first in the queue. Seed "
+             "labels, reviewed images and hand moves were left where they were. ")  # fmt: skip
     section = "\n\n".join([
         RESORT_TITLE,
         f"`pseudolabel resort` let the final model re-decide the {summary['movable']} images only machines had placed: "
