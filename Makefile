@@ -1,8 +1,9 @@
 # `make setup`: create .venv, install pseudolabel with its test tools, install Debian's chromium
-# for the browser tests (when missing, and apt-get can run), link the eyes data.
+# for the browser tests (when missing, and apt-get can run), link the eyes and cifar10 data.
 PY ?= python3.11
 VENV := .venv
-SHARED := ../shared/data/eyes
+SHARED := ../shared/data
+DATASETS := eyes cifar10
 
 .PHONY: setup test test-all data browser
 
@@ -20,10 +21,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data:
-	@if [ -d $(SHARED) ] && [ ! -e data/eyes ]; then \
-		mkdir -p data && ln -s "$$(cd $(SHARED) && pwd)" data/eyes && echo "linked data/eyes -> $(SHARED)"; \
-	elif [ -e data/eyes ]; then echo "data/eyes is there"; \
-	else echo "note: $(SHARED) not found; point pipelines/eyes.yaml at your images"; fi
+	@for d in $(DATASETS); do \
+		if [ -d $(SHARED)/$$d ] && [ ! -e data/$$d ]; then \
+			mkdir -p data && ln -s "$$(cd $(SHARED)/$$d && pwd)" data/$$d && echo "linked data/$$d -> $(SHARED)/$$d"; \
+		elif [ -e data/$$d ]; then echo "data/$$d is there"; \
+		else echo "note: $(SHARED)/$$d not found; point pipelines/$$d.yaml at your images"; fi; \
+	done
 
 test:
 	$(VENV)/bin/python -m pytest -q

@@ -1,14 +1,14 @@
-"""Batched image augmentations for tiny crops.
+"""Batched image augmentations for small images, grayscale or colour.
 
 Every function takes an (N, C, H, W) float tensor in [0, 1] and returns one of
 the same shape and range. Each image gets its own random parameters; the work
 is vectorised over the batch, so augmenting thousands of 24x24 crops is cheap.
 
 - :func:`seed_augment`: flip, small shift/zoom/rotation, brightness, contrast,
-  blur and sharpness (the list from the two-model write-up).
+  blur and sharpness (the list from the two-model write-up), and colour jitter on RGB.
 - :func:`weak_augment`: FixMatch's weak view, flip plus a shift of up to 12.5 %.
-- :func:`strong_augment`: the weak view plus two RandAugment ops that make sense
-  for grayscale, then Cutout.
+- :func:`strong_augment`: the weak view plus two RandAugment ops (those that make sense
+  for grayscale, plus colour on RGB), then Cutout.
 - :func:`tta_views`: the fixed views that test-time augmentation averages over.
 """
 from __future__ import annotations
@@ -73,17 +73,32 @@ def sharpness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 def autocontrast(x: torch.Tensor) -> torch.Tensor:
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    """Stretch each channel of each image to the full range (PIL's ImageOps.autocontrast)."""
+    lo = x.amin(dim=(2, 3), keepdim=True)
+    hi = x.amax(dim=(2, 3), keepdim=True)
     return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
 
 
 def equalize(x: torch.Tensor) -> torch.Tensor:
-    """Histogram equalisation per image (rank transform of the pixel values)."""
-    n = len(x)
-    flat = x.reshape(n, -1)
-    ranks = flat.argsort(1).argsort(1).float() / max(flat.shape[1] - 1, 1)
+    """Histogram equalisation per image and channel (rank transform of the pixel values)."""
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1)
+    ranks = flat.argsort(2).argsort(2).float() / max(flat.shape[2] - 1, 1)
     return ranks.reshape(x.shape)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) luma (ITU-R 601, as PIL's convert("L")); one channel stays as it is."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """f = 0 gives grey, 1 keeps, 2 doubles the colour (PIL's ImageEnhance.Color); no-op on one channel."""
+    g = grayscale(x)
+    return (g + _per(f) * (x - g)).clamp(0, 1)
 
 
 def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -106,11 +121,13 @@ def cutout(x: torch.Tensor, frac: float = 0.33, g: torch.Generator | None = None
 
 
 def seed_augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-    """Supervised-training view: flip, shift/zoom/rotation, brightness/contrast, blur or sharpen."""
+    """Supervised-training view: flip, shift/zoom/rotation, brightness/contrast, blur or sharpen,
+    and on RGB a colour (saturation) jitter."""
     n = len(x)
     x = affine(flip(x, g=g), translate=0.1, degrees=10, scale=(0.9, 1.1), g=g)
     x = contrast(brightness(x, _u(n, 0.7, 1.3, g)), _u(n, 0.7, 1.3, g))
-    return sharpness(x, _u(n, 0.0, 2.0, g))
+    x = sharpness(x, _u(n, 0.0, 2.0, g))
+    return saturation(x, _u(n, 0.6, 1.4, g)) if x.shape[1] == 3 else x
 
 
 def crop_shift(x: torch.Tensor, frac: float = 0.125, g: torch.Generator | None = None) -> torch.Tensor:
@@ -137,6 +154,12 @@ def weak_augment(x: torch.Tensor, g: torch.Generator | None = None, shift: str =
 
 _STRONG_OPS = ("identity", "autocontrast", "brightness", "contrast", "equalize", "posterize", "rotate", "sharpness",
                "shear", "solarize", "translate")  # fmt: skip
+_COLOUR_OPS = ("color",)  # RandAugment ops that only make sense on RGB, added for 3 channels
+
+
+def strong_ops(channels: int) -> tuple[str, ...]:
+    """The RandAugment ops the strong view draws from for images with ``channels`` channels."""
+    return _STRONG_OPS + (_COLOUR_OPS if channels == 3 else ())
 
 
 def _apply_op(name: str, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
@@ -161,6 +184,8 @@ def _apply_op(name: str, x: torch.Tensor, g: torch.Generator | None) -> torch.Te
         return solarize(x, _u(n, 0.0, 1.0, g))
     if name == "translate":
         return affine(x, translate=0.3, g=g)
+    if name == "color":
+        return saturation(x, _u(n, 0.05, 1.95, g))
     return x
 
 
@@ -169,10 +194,11 @@ def strong_augment(x: torch.Tensor, n_ops: int = 2, g: torch.Generator | None = 
     """FixMatch strong view: weak view (``shift`` as there), ``n_ops`` RandAugment ops per image
     (random magnitude), Cutout."""
     x = weak_augment(x, g=g, shift=shift)
+    ops = strong_ops(x.shape[1])
     for _ in range(n_ops):
-        choice = torch.randint(len(_STRONG_OPS), (len(x),), generator=g)
+        choice = torch.randint(len(ops), (len(x),), generator=g)
         out = x.clone()
-        for k, name in enumerate(_STRONG_OPS):
+        for k, name in enumerate(ops):
             m = choice == k
             if name != "identity" and m.any():
                 out[m] = _apply_op(name, x[m], g)

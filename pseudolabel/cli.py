@@ -23,36 +23,38 @@ def _pipeline_path(value: str | None) -> Path:
     return Path("pipelines") / f"{value}.yaml"
 
 
-def _margin(text: str) -> float | tuple[float, ...]:
+def _numbers(text: str) -> float | tuple[float, ...]:
+    """"0.9" -> 0.9; "0.98,0.55" -> (0.98, 0.55)."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or two numbers separated by a comma, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number or numbers separated by commas, got {text!r}")
     return values[0] if len(values) == 1 else values
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="train two seed models and sort the pool into 0/, 1/ and unclear/")
+    p = sub.add_parser("run", help="train two seed models and sort the pool into class folders and unclear/")
     p.add_argument("pipeline", nargs="?", help=f"pipeline YAML or name in pipelines/ (default: {DEFAULT_PIPELINE})")
     p.add_argument("--out", help="run folder (default: runs/<pipeline>/)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--images", help="folder of unlabeled images (overrides the pipeline)")
     p.add_argument("--labels", help="seed labels: JSON, CSV or class folders (overrides the pipeline)")
-    p.add_argument("--margin", type=_margin, help="vote margin around 0.5: M for both models, or MA,MB")
+    p.add_argument("--threshold", type=_numbers, help="vote threshold on each model's top probability: T for "
+                   "both models, or TA,TB")  # fmt: skip
     p.add_argument("--n-train", type=int, dest="n_train", help="seed labels used for training")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--pretrained", help="local weights file for resnet50")
     p.add_argument("--epochs", type=int, help="epochs for both seed models (debugging / quick runs)")
     p.add_argument("--fixmatch-epochs", type=int, dest="fixmatch_epochs", help="FixMatch epochs of the teacher")
     p.add_argument("--student-max", type=int, dest="student_max", help="pool images the student learns from")
-    p.add_argument("--limit", type=int, help="use only the first N pool images (quick trials)")
+    p.add_argument("--limit", type=int, help="quick trials: only the first N pool images, plus the seed-labeled ones")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def resolve_run_config(args: argparse.Namespace) -> Config:
     cfg = load_config(_pipeline_path(args.pipeline))
     over = {
-        "images": args.images, "labels": args.labels, "margin": args.margin, "n_train": args.n_train,
+        "images": args.images, "labels": args.labels, "threshold": args.threshold, "n_train": args.n_train,
         "seed": args.seed, "pretrained": args.pretrained, "student_max": args.student_max, "limit": args.limit,
         "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
     }  # fmt: skip
@@ -90,7 +92,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.status:
         print(format_status(state.status()))
         return 0
-    from .pipeline import output_lock
+    from .runstate import output_lock
 
     with output_lock(run, what="review"):  # no run --overwrite or resort under an open page
         server = make_server(state, args.port)
@@ -140,13 +142,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                                                        "tta")}  # fmt: skip
     cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
-    c, a = m["counts"], m["at_0.5"]
+    c = m["counts"]
     print(f"labeled {c['labeled']} (vote-only {c['vote']}, reviewed {c['reviewed']}), unlabeled {c['unlabeled']}, "
           f"validation {c['validation']}")  # fmt: skip
     n = len(m["members"])
     name = m["backbone"] if n == 1 else f"{n} x {m['backbone']}"
-    print(f"{name} ({m['parameters'] / 1e6:.2f} M params): validation accuracy {a['accuracy']:.3f}, "
-          f"EER {m['eer']:.3f} at {m['eer_threshold']:.2f}, ROC AUC {m['roc_auc']:.3f}; {m['seconds']:.0f} s")
+    extra = (f"EER {m['eer']:.3f} at {m['eer_threshold']:.2f}, ROC AUC {m['roc_auc']:.3f}" if "eer" in m
+             else f"macro F1 {m['macro_f1']:.3f}, top-2 {m['top2_accuracy']:.3f}")  # fmt: skip
+    print(f"{name} ({m['parameters'] / 1e6:.2f} M params): validation accuracy {m['accuracy']:.3f}, {extra}; "
+          f"{m['seconds']:.0f} s")
     print(f"exported {run / 'final' / 'model.ts'} and model.onnx; metrics and plots in {run / 'final'}")
     print(f"next: `pseudolabel resort {run}` lets this model shrink unclear/ before you review")
     return 0
@@ -158,10 +162,10 @@ def _add_resort(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
     p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
     p.add_argument("--model", help="exported model to sort with (default: RUN/final)")
-    p.add_argument("--closed-below", type=float, dest="closed_below", help="0/ when P(open) <= this (default 0.05)")
-    p.add_argument("--open-above", type=float, dest="open_above", help="1/ when P(open) >= this (default 0.998)")
+    p.add_argument("--accept", type=_numbers, help="into class c's folder when the final model's top class is c "
+                   "with probability >= this: one number, or one per class separated by commas")  # fmt: skip
     p.add_argument("--keep-agreed", type=float, dest="keep_agreed", help="a vote decision stays when the final "
-                   "model agrees at >= this (default 0.9; 1 = off)")  # fmt: skip
+                   "model gives its class >= this (1 = off)")  # fmt: skip
     p.add_argument("--keep-flagged", action="store_const", const=False, dest="settle_flagged",
                    help="leave every vote decision the label check flagged for a person (default: the final model "
                    "re-decides them like any other)")  # fmt: skip
@@ -174,15 +178,14 @@ def cmd_resort(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not (run / "predictions.csv").is_file() or not (run / "config.yaml").is_file():
         raise ValueError(f"not a run folder (no predictions.csv or config.yaml): {run}")
-    cfg = with_overrides(load_config(run / "config.yaml"), **{"resort.closed_below": args.closed_below,
-                                                              "resort.open_above": args.open_above,
+    cfg = with_overrides(load_config(run / "config.yaml"), **{"resort.accept": args.accept,
                                                               "resort.keep_agreed": args.keep_agreed,
                                                               "resort.settle_flagged": args.settle_flagged})  # fmt: skip
     res = resort_run(run, Path(args.journal) if args.journal else journal_path_for(run), cfg.resort, args.model)
     b, a = res["before"], res["after"]
     n = max(sum(a.values()), 1)
-    print(f"{'folder':<10}{'before':>8}{'after':>8}{'share':>9}")
-    print("\n".join(f"{k + '/':<10}{b[k]:>8}{a[k]:>8}{100 * a[k] / n:>8.1f}%" for k in ("0", "1", "unclear")))
+    print(f"{'folder':<16}{'before':>8}{'after':>8}{'share':>9}")
+    print("\n".join(f"{k + '/':<16}{b[k]:>8}{a[k]:>8}{100 * a[k] / n:>8.1f}%" for k in a))
     print(f"re-sorted {res['movable']} machine-placed images in {res['seconds']:.0f} s ({res['kept_agreed']} stayed "
           f"because the final model agreed with the vote, {res['settled_flags']} flagged by the label check were "
           f"settled); report: {run / 'report.md'}")  # fmt: skip
@@ -192,18 +195,25 @@ def cmd_resort(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="score images: prints image,score,label (score = P(open))")
+    p = sub.add_parser("predict", help="score images: prints image,label,score,p_<class>... (label = top class; "
+                       "score = its probability, or P(class 1) for two classes)")  # fmt: skip
     p.add_argument("paths", nargs="+", help="image files, folders or globs")
     p.add_argument("--model", default="runs/eyes", help="run folder, its final/ folder, or model.ts")
     p.add_argument("--csv", help="also write the results to this CSV file")
     p.add_argument("--show", metavar="DIR", nargs="?", const="predictions", help="save a picture per image with its score")
-    p.add_argument("--threshold", type=float, default=0.5, help="label 1 when score >= threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, help="two classes only: label = class 1 when P(class 1) >= this "
+                   "(default: the top class, i.e. 0.5)")  # fmt: skip
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import EyeStateClassifier, collect_paths, show
+    from .predict import Classifier, collect_paths, show
 
-    clf = EyeStateClassifier.load(args.model)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+    clf = Classifier.load(args.model)
+    k = len(clf.classes)
+    if args.threshold is not None and k != 2:
+        raise ValueError(f"--threshold is for two-class models; this one has {k} classes (the label is the top class)")
     paths, problems = collect_paths(args.paths)
     good, arrays = [], []
     for p in paths:
@@ -216,14 +226,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"warning: {msg}", file=sys.stderr)
     if not good:
         raise ValueError("no readable images among " + " ".join(args.paths))
-    scores = clf.predict_array(np.stack(arrays))
-    lines = ["image,score,label"] + [f"{p},{s:.6f},{int(s >= args.threshold)}" for p, s in zip(good, scores)]
+    probs = clf.predict_array(np.stack(arrays))
+    labels, scores = predict_labels(probs, clf.classes, args.threshold)
+    header = ",".join(["image", "label", "score", *(f"p_{c}" for c in clf.classes)])
+    lines = [header] + [",".join([_csv_field(str(p)), _csv_field(lab), f"{s:.6f}", *(f"{v:.6f}" for v in row)])
+                        for p, lab, s, row in zip(good, labels, scores, probs)]  # fmt: skip
     print("\n".join(lines))
     if args.csv:
-        Path(args.csv).write_text("\n".join(lines) + "\n")
+        out = Path(args.csv)
+        if not out.parent.is_dir():
+            raise ValueError(f"--csv {out}: folder {out.parent} does not exist")
+        out.write_text("\n".join(lines) + "\n")
     if args.show:
-        show(good, scores, Path(args.show), args.threshold)
+        show(good, labels, scores, Path(args.show), f"P({clf.classes[1]})" if k == 2 else "top probability")
     return 0
+
+
+def predict_labels(probs: np.ndarray, classes: list[str], threshold: float | None = None
+                   ) -> tuple[list[str], np.ndarray]:
+    """(N, K) probabilities -> (labels, (N,) scores): the label is the top class's name and the score its
+    probability; for K = 2 the score is P(class 1) and the label is class 1 when it is >= ``threshold``
+    (None: the top class)."""
+    from .vote import top_class
+
+    if probs.shape[1] == 2:
+        s = probs[:, 1]
+        top = (s >= threshold).astype(int) if threshold is not None else top_class(probs)
+        return [classes[int(c)] for c in top], s
+    top = top_class(probs)
+    return [classes[int(c)] for c in top], probs[np.arange(len(probs)), top]
+
+
+def _csv_field(text: str) -> str:
+    """A CSV field, quoted when it holds a comma, a quote or a line break."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Pipeline configuration: a frozen dataclass loaded from ``pipelines/<name>.yaml``.
 
-Unknown keys are an error (no silent typos). CLI flags override the file through
-:func:`with_overrides`. The resolved config is written into the run folder.
+Unknown keys are an error (no silent typos), and so is a value of the wrong type. CLI flags
+override the file through :func:`with_overrides`. The resolved config is written into the run.
 """
 from __future__ import annotations
 
@@ -12,65 +12,69 @@ from typing import Any
 
 import yaml
 
-from .vote import check_margin
+from .vote import check_threshold
 
 
 @dataclass(frozen=True)
 class SeedTrainConfig:
-    """How one seed model is trained on the ~80 seed labels."""
+    """How one seed model is trained on the seed labels."""
 
     epochs: int = 60  # maximum passes over the seed training split
     batch_size: int = 16  # images per optimisation step
-    lr: float = 1e-3  # peak learning rate (AdamW for resnet50, ultralytics' AdamW for yolo)
+    lr: float = 1e-3  # peak learning rate (AdamW, one-cycle)
     weight_decay: float = 5e-4  # L2 penalty on the weights
     patience: int = 15  # stop after this many epochs without a better validation loss
     variant: str = "n"  # yolov8-cls size: n, s or m (ignored by resnet50)
     stem: str = "upsample"  # resnet50 input adaptation: "upsample" (stock stem) or "stride1" (3x3 stem, no maxpool)
-    input_size: int = 32  # resnet50 with stem=upsample: the input is resized to this many pixels
+    input_size: int = 32  # resnet50 with stem=upsample: the shorter side is resized to at least this many pixels
     tta: bool = True  # average the prediction over the image and its horizontal flip
     fixmatch_epochs: int = 0  # after supervised training: FixMatch epochs over the pool (0 = off)
     fixmatch_lr: float = 0.01  # FixMatch SGD learning rate (cosine-decayed)
+    fixmatch_tau: float = 0.95  # FixMatch confidence threshold on the weak view's top probability
+    fixmatch_ema: float = 0.99  # decay of the EMA weights FixMatch evaluates and keeps
+    fixmatch_monitor: str = "loss"  # the kept FixMatch epoch: lowest validation "loss", top "accuracy" or "last"
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """The final model: FixMatch on the merged set (USB/semilearn defaults, adapted to tiny crops)."""
+    """The final model: FixMatch on the merged set (USB/semilearn defaults, adapted to small images)."""
 
-    backbone: str = "tinycnn"  # "tinycnn" (72 k params, at 24 px), "yolov8-cls" or any timm model name
+    backbone: str = "tinycnn"  # a name in the backbone registry (models.BACKBONES) or any timm model name
     variant: str = "n"  # yolov8-cls size: n, s or m
-    input_size: int = 32  # the network sees images resized to this many pixels
-    members: int = 2  # networks trained apart (own seed, own pretraining) and averaged into one exported model;
-    # each member adds one full training to the retrain time. 2 lowered the dev EER on all three seed runs
-    pretrain_epochs: int = 60  # SimCLR passes over the pool before any label is seen (0 = none); 2-5 min here
+    input_size: int = 32  # timm and yolov8-cls backbones see images resized to at least this many pixels
+    width: int = 16  # tinycnn: channels of its first stage (the next two have 2x and 4x)
+    members: int = 2  # networks trained apart (own seed, own pretraining) and averaged into one exported model
+    pretrain_epochs: int = 60  # SimCLR passes over the pool before any label is seen (0 = none)
     pretrain_temperature: float = 0.2  # SimCLR softmax temperature
+    pretrain_batch_size: int = 256  # SimCLR images per step (each gives two views)
+    pretrain_lr: float = 2e-3  # SimCLR peak learning rate (AdamW, one-cycle)
     warmup_epochs: int = 8  # supervised passes over the labeled set first (AdamW); FixMatch starts from there
-    epochs: int = 100  # FixMatch passes over the unlabeled set; dev accuracy still climbs at 100 (measured)
+    warmup_batch_size: int = 64  # labeled images per warm-up step
+    warmup_lr: float = 2e-3  # warm-up peak learning rate
+    epochs: int = 100  # FixMatch passes over the unlabeled set
     batch_size: int = 32  # labeled images per step
     mu: int = 4  # unlabeled images per labeled image in a step
-    tau: float = 0.9  # confidence threshold on the weak view; USB's 0.95 measured 0.1-0.2 points lower, 0.8 no better
-    threshold: str = "fixed"  # "fixed" (tau) or "dynamic" (FlexMatch class-wise thresholds); dynamic lifted one
-    # network 0.1-0.2 points but not the two-member average (measured), so fixed
+    tau: float = 0.9  # confidence threshold on the weak view's top probability
+    threshold: str = "fixed"  # "fixed" (tau) or "dynamic" (FlexMatch class-wise thresholds over the K classes)
     lambda_u: float = 1.0  # weight of the unlabeled loss
     weak_shift: str = "crop"  # the weak view's shift: whole-pixel pad-and-crop (USB's) or sub-pixel "bilinear"
-    # resampling, which blurs the view a little; crop + tta scored 0.1-0.3 points higher on each of three seed runs
-    lr: float = 0.01  # SGD (momentum 0.9, Nesterov), cosine-decayed; 0.02 and USB's 0.03 measured level with it
-    # on three seed runs for the final model (0.03 knocked the warmed-up seed teacher back), so 0.01
+    lr: float = 0.01  # SGD (momentum 0.9, Nesterov), cosine-decayed
     weight_decay: float = 5e-4  # L2 penalty
     ema: float = 0.999  # EMA decay; the EMA weights are evaluated and exported
     patience: int = 15  # with monitor loss or accuracy: stop after this many epochs without a better one
     monitor: str = "last"  # the kept epoch: the "last" (no early stop), lowest validation "loss" or top "accuracy"
-    vote_weight: float = 0.5  # weight of images labeled only by the vote (human labels weigh 1)
+    vote_weight: float = 0.5  # weight of images labeled only by machines (human labels weigh 1)
     unlabeled: str = "pool"  # "pool": every image is also unlabeled data; "unclear": only unclear/
     review_val_share: float = 0.5  # share of reviewed images held out for validation
-    threshold_user: float = 0.5  # an extra decision threshold to report figures at
-    tta: str = "flip+shift"  # test-time augmentation in the exported model: "none", "flip" (2 views) or
-    # "flip+shift" (10 views: the image and its mirror, each also moved 1 px four ways)
+    threshold_user: float = 0.5  # two classes only: an extra threshold on P(class 1) to report figures at
+    tta: str = "flip+shift"  # test-time views in the exported model: "none", "flip" (2) or "flip+shift" (10)
 
 
 MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
 TTA_MODES = ("none", "flip", "flip+shift")  # what retrain.tta accepts (see augment.tta_views)
 WEAK_SHIFTS = ("bilinear", "crop")  # the weak view's shift: sub-pixel resampling or whole-pixel pad-and-crop
-BACKBONE_HELP = "'tinycnn', 'yolov8-cls' or any timm model name"  # what retrain.backbone accepts
+BACKBONE_HELP = "'tinycnn', 'yolov8-cls', 'resnet50' or any timm model name"  # what a backbone key accepts
+RESERVED_FOLDERS = ("unclear", "unsure", "undo", "final", "cache", "scores")  # never a class folder name
 
 
 @dataclass(frozen=True)
@@ -79,25 +83,24 @@ class LabelCheckConfig:
 
     enabled: bool = True  # flag likely-wrong seed labels and vote decisions, and queue them first for review
     folds: int = 4  # out-of-fold probabilities from this many small CNNs, each trained without one fold
-    epochs: int = 6  # supervised passes of each fold's CNN (yolov8n-cls)
+    epochs: int = 6  # supervised passes of each fold's CNN
     max_train: int = 1000  # each fold's CNN trains on at most this many labeled images (all seed labels included)
     max_share: float = 0.03  # flag at most this share of the labeled images, least trustworthy first
+    backbone: str = "yolov8-cls"  # each fold's CNN, from the backbone registry
+    batch_size: int = 64  # images per step of each fold's CNN
+    lr: float = 2e-3  # peak learning rate of each fold's CNN
 
 
 @dataclass(frozen=True)
 class ResortConfig:
     """``pseudolabel resort``: the final model re-decides every image only a machine has placed."""
 
-    closed_below: float = 0.05  # to 0/ when the final model's P(open) <= this; with the settings below it left
-    # 10.6 % of the pool unclear at 99.03 % (0/) and 99.08 % (1/) precision, mean of three seed runs, and 11.5 %
-    # at 99.04 / 99.06 % on three seeds that chose nothing (measured)
-    open_above: float = 0.998  # to 1/ when P(open) >= this; stricter than closed_below because the final
-    # model's few confident mistakes are nearly all closed eyes called open (measured)
+    accept: float | tuple[float, ...] = 0.95  # to class c's folder when the final model's top class is c with
+    # probability >= this; one number, or one per class in the order of `classes`
     keep_agreed: float = 0.9  # an image still where the seed models' vote put it stays when the final model
-    # agrees at >= this (P(open) >= 0.9 in 1/, <= 0.1 in 0/); 1.0 = off. 43-62 images per seed run stayed
-    # out of unclear/ this way, 39 of their 40 dev-labeled ones right (measured)
+    # gives its class at least this probability; 1.0 = off
     settle_flagged: bool = True  # the final model also re-decides vote decisions the label check flagged (it never
-    # trained on their labels); False leaves them all for a person. Seed labels it flagged always stay for a person
+    # trained on their labels); False leaves them all for a person. Flagged seed labels always stay for a person
 
 
 @dataclass(frozen=True)
@@ -107,18 +110,23 @@ class Config:
     name: str = "eyes"  # pipeline name; the default run folder is runs/<name>/
     images: str = "data/eyes/images"  # folder of unlabeled images, read recursively
     labels: str = "data/eyes/targets.json"  # seed labels: JSON, CSV or a folder of class folders
-    classes: tuple[str, ...] = ("closed", "open")  # class names for label 0 and label 1
-    image_size: int = 24  # every image is resized to image_size x image_size
+    classes: tuple[str, ...] = ("closed", "open")  # the K class names; label k is classes[k]
+    folder_names: str = "index"  # class folders in a run: "index" (0/, 1/, ...) or "name" (the class names)
+    image_size: int | tuple[int, int] = 24  # every image is resized to this: one number (square) or [height, width]
     channels: int = 1  # 1 = grayscale, 3 = RGB
+    normalize: str = "none"  # inputs in [0, 1] ("none"), or minus mean over std per channel: "pool" measures
+    # them on the pool at `run` (saved in the run's config), "given" takes `mean` and `std` below
+    mean: tuple[float, ...] | None = None  # per-channel mean of [0, 1] inputs, with normalize: given
+    std: tuple[float, ...] | None = None  # per-channel std of [0, 1] inputs, with normalize: given
     n_train: int = 80  # seed labels used to train; the rest validate (stratified split)
     seed: int = 0  # random seed for the split, the augmentations and the models
-    margin: float | tuple[float, float] = 0.3  # decided when each score is >= 0.5 + margin (open) or <= 0.5 - margin
-    # (closed); one number for both models or one per model, in the order of `models`
-    teacher_conf: float = 0.8  # the second model also learns from pool images the first scores this confidently
+    threshold: float | tuple[float, ...] = 0.8  # decided as class c when both models' top class is c and each
+    # top probability is >= this; one number for both models or one per model, in the order of `models`
+    teacher_conf: float = 0.8  # the second model also learns from pool images the first gives a top probability >= this
     student_max: int = 1500  # at most this many such pool images (random, seeded); 0 = seeds only
     review_curve: str | None = None  # a measured review-effort curve (JSON by benchmarks/review_curve.py) that the
     # run report shows, so users see what reviewing buys; None = no such section
-    limit: int | None = None  # use only the first N pool images (quick trials); None = all
+    limit: int | None = None  # quick trials: only the first N pool images, plus every seed-labeled one; None = all
     models: tuple[str, ...] = ("yolov8-cls", "resnet50")  # the two voters; the first also teaches the second
     pretrained: str | None = None  # local weights file for resnet50 (no model hub); None = from scratch
     resnet50: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # resnet50 training settings
@@ -130,50 +138,83 @@ class Config:
     def __post_init__(self) -> None:
         _validate(self)
 
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(height, width) every image is resized to."""
+        return image_hw(self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The K class folder names of a run, in class order."""
+        return tuple(str(k) for k in range(len(self.classes))) if self.folder_names == "index" else self.classes
+
+
+def accept_per_class(rs: ResortConfig, k: int) -> tuple[float, ...]:
+    """resort.accept as one threshold per class (K = ``k``)."""
+    a = rs.accept
+    if isinstance(a, (tuple, list)):
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in a):
+            raise ValueError(f"resort: accept must be numbers, got {list(a)!r}")
+        return tuple(float(x) for x in a)
+    return (float(a),) * k
+
 
 _NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig,
            "label_check": LabelCheckConfig, "resort": ResortConfig}
 
 
+def image_hw(size: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
+    """An image_size (one number or [height, width]) as (height, width)."""
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"image_size must be one number or [height, width], got {list(size)!r}")
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def _check_classes(classes: tuple[str, ...], folder_names: str) -> None:
+    if not isinstance(classes, tuple) or len(classes) < 2 or not all(isinstance(c, str) and c.strip() for c in classes):
+        raise ValueError(f"classes must be a list of at least two names, got {classes!r}")
+    if len({c.lower() for c in classes}) != len(classes):
+        raise ValueError(f"classes must be distinct names, got {list(classes)!r}")
+    if folder_names not in ("index", "name"):
+        raise ValueError(f"folder_names must be 'index' or 'name', got {folder_names!r}")
+    if folder_names == "name":
+        for c in classes:
+            if "/" in c or "\\" in c or c.startswith(".") or c.lower() in RESERVED_FOLDERS or c.isdigit():
+                raise ValueError(f"class {c!r} cannot be a folder name (folder_names: name); use folder_names: index")
+
+
 def _validate(cfg: Config) -> None:
-    if len(cfg.classes) != 2 or len(set(cfg.classes)) != 2:
-        raise ValueError(f"classes must be two distinct names, got {list(cfg.classes)!r}")
-    check_margin(cfg.margin)
-    if cfg.image_size < 4:
+    _check_classes(cfg.classes, cfg.folder_names)
+    check_threshold(cfg.threshold, len(cfg.models))
+    if min(image_hw(cfg.image_size)) < 4:
         raise ValueError(f"image_size must be at least 4, got {cfg.image_size!r}")
     if cfg.channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {cfg.channels!r}")
+    _validate_normalize(cfg)
     if cfg.n_train < 2:
         raise ValueError(f"n_train must be at least 2, got {cfg.n_train!r}")
-    if not 0.5 <= cfg.teacher_conf <= 1.0:
-        raise ValueError(f"teacher_conf must be in [0.5, 1], got {cfg.teacher_conf!r}")
+    if not 0.0 < cfg.teacher_conf <= 1.0:
+        raise ValueError(f"teacher_conf must be in (0, 1], got {cfg.teacher_conf!r}")
     if cfg.student_max < 0:
         raise ValueError(f"student_max must be 0 or more, got {cfg.student_max!r}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ValueError(f"limit must be positive, got {cfg.limit!r}")
     if len(cfg.models) != 2:
         raise ValueError(f"models must name exactly two seed models, got {list(cfg.models)!r}")
-    r = cfg.retrain
-    for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", MONITORS),
-                         ("unlabeled", ("pool", "unclear")), ("tta", TTA_MODES),
-                         ("weak_shift", WEAK_SHIFTS)):  # fmt: skip
-        if getattr(r, key) not in allowed:
-            raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")
-    if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):
-        raise ValueError(f"retrain: vote_weight, review_val_share and tau must lie in [0, 1], got {r!r}")
-    if not isinstance(r.members, int) or r.members < 1:
-        raise ValueError(f"retrain members must be a whole number >= 1, got {r.members!r}")
-    if r.pretrain_epochs < 0 or r.pretrain_temperature <= 0:
-        raise ValueError(f"retrain: pretrain_epochs >= 0 and pretrain_temperature > 0, got "
-                         f"{r.pretrain_epochs!r} and {r.pretrain_temperature!r}")  # fmt: skip
+    _validate_retrain(cfg.retrain)
     rs = cfg.resort
-    if not 0.0 <= rs.closed_below < 0.5 < rs.open_above <= 1.0:
-        raise ValueError(f"resort: need 0 <= closed_below < 0.5 < open_above <= 1, got closed_below="
-                         f"{rs.closed_below!r}, open_above={rs.open_above!r}")  # fmt: skip
-    if not 0.5 < rs.keep_agreed <= 1.0:
-        raise ValueError(f"resort: keep_agreed must be in (0.5, 1], got {rs.keep_agreed!r}")
-    if not isinstance(rs.settle_flagged, bool):
-        raise ValueError(f"resort: settle_flagged must be true or false, got {rs.settle_flagged!r}")
+    acc = accept_per_class(rs, len(cfg.classes))
+    if len(acc) != len(cfg.classes) or not all(0.0 < a <= 1.0 for a in acc):
+        raise ValueError(f"resort: accept must be in (0, 1], one number or one per class ({len(cfg.classes)}), "
+                         f"got {rs.accept!r}")  # fmt: skip
+    if not 0.0 < rs.keep_agreed <= 1.0:
+        raise ValueError(f"resort: keep_agreed must be in (0, 1], got {rs.keep_agreed!r}")
     lc = cfg.label_check
     if lc.folds < 2 or lc.epochs < 1 or lc.max_train < 2 or not 0.0 <= lc.max_share <= 1.0:
         raise ValueError(f"label_check: folds >= 2, epochs >= 1, max_train >= 2, max_share in [0, 1]; got {lc!r}")
@@ -184,22 +225,96 @@ def _validate(cfg: Config) -> None:
             raise ValueError(f"resnet50 stem must be 'stride1' or 'upsample', got {sub.stem!r}")
         if sub.epochs < 1 or sub.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {sub.epochs!r}, {sub.batch_size!r}")
+        if sub.fixmatch_monitor not in MONITORS:
+            raise ValueError(f"fixmatch_monitor must be one of {MONITORS}, got {sub.fixmatch_monitor!r}")
+
+
+def _validate_normalize(cfg: Config) -> None:
+    if cfg.normalize not in ("none", "pool", "given"):
+        raise ValueError(f"normalize must be none, pool or given, got {cfg.normalize!r}")
+    if cfg.normalize == "given":
+        for key in ("mean", "std"):
+            v = getattr(cfg, key)
+            if v is None or len(v) != cfg.channels or not all(isinstance(x, (int, float)) for x in v):
+                raise ValueError(f"normalize: given needs {key} with {cfg.channels} number(s), got {v!r}")
+        if min(cfg.std) <= 0:
+            raise ValueError(f"std must be positive, got {list(cfg.std)!r}")
+
+
+def _validate_retrain(r: RetrainConfig) -> None:
+    for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", MONITORS),
+                         ("unlabeled", ("pool", "unclear")), ("tta", TTA_MODES),
+                         ("weak_shift", WEAK_SHIFTS)):  # fmt: skip
+        if getattr(r, key) not in allowed:
+            raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")
+    if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):
+        raise ValueError(f"retrain: vote_weight, review_val_share and tau must lie in [0, 1], got {r!r}")
+    if r.members < 1:
+        raise ValueError(f"retrain members must be a whole number >= 1, got {r.members!r}")
+    if r.pretrain_epochs < 0 or r.pretrain_temperature <= 0:
+        raise ValueError(f"retrain: pretrain_epochs >= 0 and pretrain_temperature > 0, got "
+                         f"{r.pretrain_epochs!r} and {r.pretrain_temperature!r}")  # fmt: skip
+
+
+def _type_error(value: Any, default: Any, annotation: str) -> str | None:
+    """What ``value`` should have been, for a field with this ``default`` and type ``annotation``,
+    or None when it fits."""
+    if isinstance(value, list) and "tuple" in annotation:
+        return None
+    if default is None and annotation.startswith("int"):
+        return None if value is None or isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if default is None:
+        return None if value is None or isinstance(value, (str, int, float)) else "a name or a number"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, tuple):
+        return None if isinstance(value, list) else "a list"
+    return None
+
+
+def _legacy(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Keys of earlier releases, read into today's: ``margin`` (binary vote) and resort's
+    ``closed_below`` / ``open_above`` (binary thresholds on P(class 1))."""
+    data = dict(data)
+    if cls is Config and "margin" in data and "threshold" not in data:
+        m = data.pop("margin")
+        pair = m if isinstance(m, (list, tuple)) else [m]
+        if not all(isinstance(x, (int, float)) and 0 <= x < 0.5 for x in pair) or len(pair) > 2:
+            raise ValueError(f"margin must be in [0, 0.5), or a pair of such, got {m!r}")
+        data["threshold"] = [0.5 + x for x in pair] if len(pair) > 1 else 0.5 + pair[0]
+    if cls is ResortConfig and ("closed_below" in data or "open_above" in data) and "accept" not in data:
+        cb, oa = data.pop("closed_below", 0.05), data.pop("open_above", 0.998)
+        data["accept"] = [1.0 - cb, oa]
+    return data
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise ValueError naming them."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ValueError naming them."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    data = _legacy(cls, data)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     kwargs = {}
     for key, value in data.items():
+        f = fields[key]
         if cls is Config and key in _NESTED:
             value = _build(_NESTED[key], value or {}, f"{where}:{key}")
-        elif isinstance(value, list):
-            value = tuple(value)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            why = _type_error(value, default, str(f.type))
+            if why:
+                raise ValueError(f"{where}: {key} must be {why}, got {value!r}")
+            if isinstance(value, list):
+                value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -76,24 +76,25 @@ def list_images(root: Path) -> tuple[list[str], int]:
     return sorted(names), others
 
 
-def load_image(path: Path | BinaryIO, size: int, channels: int) -> np.ndarray:
-    """Decode one image (a path or an open binary file) to a (C, size, size) uint8 array;
-    raises OSError/ValueError on bad files."""
+def load_image(path: Path | BinaryIO, size: int | tuple[int, int], channels: int) -> np.ndarray:
+    """Decode one image (a path or an open binary file) to a (C, H, W) uint8 array, ``size`` being
+    one number (square) or (height, width); raises OSError/ValueError on bad files."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     with Image.open(path) as im:
-        im.draft("L" if channels == 1 else "RGB", (size, size))  # cheap JPEG downscale for huge files
+        im.draft("L" if channels == 1 else "RGB", (w, h))  # cheap JPEG downscale for huge files
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float64)  # 16-bit: the full range maps to 0..255, as 8-bit would
             scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
             im = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8))
         im = im.convert("L" if channels == 1 else "RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def load_pool(root: str | Path, size: int, channels: int, problems: Problems, progress: bool = True) -> Pool:
+def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, problems: Problems, progress: bool = True) -> Pool:
     """Decode every image below ``root``; unreadable files are reported and skipped."""
     root = Path(root)
     if not root.is_dir():
@@ -124,9 +125,9 @@ def load_pool(root: str | Path, size: int, channels: int, problems: Problems, pr
 
 
 def _label_of(value: object, classes: tuple[str, ...]) -> int | None:
-    """Map a class name or '0'/'1' to 0/1; None when unknown."""
+    """Map a class name (any case) or a class index ('0' .. 'K-1') to the index; None when unknown."""
     text = str(value).strip()
-    if text in ("0", "1"):
+    if text.isdigit() and int(text) < len(classes):
         return int(text)
     lowered = [c.lower() for c in classes]
     return lowered.index(text.lower()) if text.lower() in lowered else None
@@ -179,7 +180,7 @@ def _read_folders(path: Path, classes: tuple[str, ...], problems: Problems) -> l
     for sub in sorted(p for p in path.iterdir() if p.is_dir()):
         label = _label_of(sub.name, classes)
         if label is None:
-            problems.add(f"{sub}: folder is not a class (known: 0, 1, {', '.join(classes)}); ignored")
+            problems.add(f"{sub}: folder is not a class (known: 0-{len(classes) - 1}, {', '.join(classes)}); ignored")
             continue
         names, _ = list_images(sub)
         pairs += [(Path(n).name, label) for n in names]
@@ -187,7 +188,7 @@ def _read_folders(path: Path, classes: tuple[str, ...], problems: Problems) -> l
 
 
 def read_seed_labels(path: str | Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
-    """Raw (image name, label) pairs from JSON ``{"open": [...], ...}``, CSV ``image,label``
+    """Raw (image name, label) pairs from JSON ``{"<class>": [...], ...}``, CSV ``image,label``
     or class folders ``<root>/<label>/*``. Duplicates and conflicts are kept (see :func:`clean_seed_labels`)."""
     path = Path(path)
     if path.is_dir():
@@ -223,28 +224,30 @@ def clean_seed_labels(
     labels = {}
     for name, found in seen.items():
         if len(found) > 1:
-            problems.add(f"{source}: {name} is labeled both {classes[0]!r} and {classes[1]!r}; dropped")
+            names = [repr(classes[c]) for c in sorted(found)]
+            problems.add(f"{source}: {name} is labeled both {', '.join(names[:-1])} and {names[-1]}; dropped")
         else:
             labels[name] = found.pop()
     return dict(sorted(labels.items()))
 
 
-def split_seeds(labels: dict[str, int], n_train: int, seed: int) -> tuple[list[str], list[str]]:
+def split_seeds(labels: dict[str, int], n_train: int, seed: int, num_classes: int = 2) -> tuple[list[str], list[str]]:
     """Stratified, seeded split of the seed labels into (train names, validation names).
 
-    Each class gives train images in proportion to its share; at least one image
-    per class stays for validation when the class has two or more.
+    Each class gives train images in proportion to its share; at least one image per class
+    stays for validation. Each of the ``num_classes`` classes needs two labels or more.
     """
     if len(labels) < 2:
         raise ValueError(f"need at least 2 seed labels, found {len(labels)}")
-    counts = {c: sum(1 for v in labels.values() if v == c) for c in (0, 1)}
+    present = list(range(num_classes))
+    counts = {c: sum(1 for v in labels.values() if v == c) for c in present}
     for c, k in counts.items():
         if k < 2:
             raise ValueError(f"need at least 2 seed labels of class {c}, found {k}")
-    n_train = min(n_train, len(labels) - 2)
+    n_train = min(n_train, len(labels) - len(present))
     rng = np.random.default_rng(seed)
     train: list[str] = []
-    for c in (0, 1):
+    for c in present:
         names = sorted(n for n, v in labels.items() if v == c)
         rng.shuffle(names)
         k = int(round(n_train * counts[c] / len(labels)))

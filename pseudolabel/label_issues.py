@@ -34,29 +34,32 @@ def stratified_folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
 def out_of_fold_probs(x: np.ndarray, y: np.ndarray, fit_predict: FitPredict, k: int = 4, seed: int = 0,
                       max_train: int | None = None, keep: np.ndarray | None = None,
                       progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """(N, C, H, W) images, (N,) labels -> (N, 2) probabilities, each row from a model that did
-    not train on it. ``fit_predict(x_train, y_train, x_test, seed) -> (M, 2)``.
+    """(N, C, H, W) images, (N,) labels -> (N, K) probabilities, each row from a model that did
+    not train on it. ``fit_predict(x_train, y_train, x_test, seed) -> (M, K)``.
 
     max_train: train each fold's model on at most this many of the other folds' images (random,
     seeded), always including those where the optional (N,) bool ``keep`` is True."""
     folds = stratified_folds(y, k, seed)
     rng = np.random.default_rng(seed)
     keep = np.zeros(len(y), bool) if keep is None else np.asarray(keep, bool)
-    probs = np.zeros((len(y), 2), dtype=np.float64)
+    probs = None
     for f in range(k):
         test = folds == f
         train = np.flatnonzero(~test)
         if max_train is not None and len(train) > max_train:
             must, rest = train[keep[train]], train[~keep[train]]
             train = np.sort(np.concatenate([must, rng.choice(rest, max(0, max_train - len(must)), replace=False)]))
-        probs[test] = fit_predict(x[train], y[train], x[test], seed + f)
+        p = fit_predict(x[train], y[train], x[test], seed + f)
+        if probs is None:
+            probs = np.zeros((len(y), p.shape[1]), dtype=np.float64)
+        probs[test] = p
         if progress:
             progress(f)
     return probs
 
 
 def find_issues(labels: np.ndarray, pred_probs: np.ndarray, max_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """cleanlab's label issues. labels: (N,) int in {0, 1}; pred_probs: (N, 2) out-of-fold.
+    """cleanlab's label issues. labels: (N,) int class indices; pred_probs: (N, K) out-of-fold.
 
     Returns ((N,) bool mask of flagged labels, (N,) label quality in [0, 1], low = suspect).
     At most ``max_share`` of N are flagged, the lowest quality first."""
@@ -97,10 +100,12 @@ def requeue(decision: np.ndarray, rank: np.ndarray, flagged: np.ndarray, quality
     return decision, rank
 
 
-def issue_note(seed: bool, label: int, classes: tuple[str, ...], p_open: float) -> str:
-    """The reason shown for a flagged image, e.g. "vote says 1 (open); cross-validated P(open) = 0.04"."""
+def issue_note(seed: bool, label: int, classes: tuple[str, ...], probs: np.ndarray) -> str:
+    """The reason shown for a flagged image, from its (K,) out-of-fold probabilities, e.g.
+    "vote says 1 (open); cross-validated P(open) = 0.04, top: closed 0.96"."""
+    top = int(np.argmax(probs))
     return (f"{'seed label' if seed else 'vote'} says {label} ({classes[label]}); "
-            f"cross-validated P({classes[1]}) = {p_open:.2f}")
+            f"cross-validated P({classes[label]}) = {probs[label]:.2f}, top: {classes[top]} {probs[top]:.2f}")
 
 
 def flagged_label(note: str) -> int:
@@ -108,8 +113,9 @@ def flagged_label(note: str) -> int:
     return int(note.split(" says ", 1)[1][0])
 
 
-def cnn_fit_predict(channels: int, image_size: int, epochs: int) -> FitPredict:
-    """A fit-predict function: yolov8n-cls trained supervised for ``epochs`` (no early stop)."""
+def cnn_fit_predict(lc, channels: int, image_size: tuple[int, int], num_classes: int, norm=None) -> FitPredict:
+    """A fit-predict function: ``lc.backbone`` (a LabelCheckConfig's) trained supervised for
+    ``lc.epochs`` (no early stop), with K = ``num_classes`` outputs."""
 
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
         import torch
@@ -117,11 +123,12 @@ def cnn_fit_predict(channels: int, image_size: int, epochs: int) -> FitPredict:
         from .config import SeedTrainConfig
         from .augment import to_float
         from .fixmatch import predict_probs
-        from .models import build_backbone, fit_module
+        from .models import create_backbone, fit_module
 
         torch.manual_seed(seed)
-        net = build_backbone("yolov8-cls", channels, image_size)
-        tc = SeedTrainConfig(epochs=epochs, batch_size=64, lr=2e-3, patience=epochs)
+        net = create_backbone(lc.backbone, num_classes=num_classes, in_chans=channels, image_size=image_size,
+                              norm=norm)
+        tc = SeedTrainConfig(epochs=lc.epochs, batch_size=lc.batch_size, lr=lc.lr, patience=lc.epochs)
         fit_module(net, x_train, y_train, x_train[:64], y_train[:64], tc, seed, "label check", False)
         return predict_probs(net, to_float(torch.from_numpy(x_test))).numpy()
 

@@ -2,7 +2,7 @@
 
 >>> model = create_seed_model("resnet50", cfg)           # or "yolov8-cls"
 >>> model.fit(x_train, y_train, x_val, y_val)            # (N, C, H, W) uint8, (N,) int
->>> probs = model.predict_proba(x_pool)                  # (N, 2) probabilities, column 1 = P(open)
+>>> probs = model.predict_proba(x_pool)                  # (N, K) probabilities
 
 The ultralytics specifics live in :mod:`pseudolabel.yolo`; the timm ones here.
 """
@@ -12,7 +12,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -42,22 +42,28 @@ SEED_MODELS = ("resnet50", "yolov8-cls")
 
 
 def create_seed_model(name: str, cfg: Config, progress: bool = True) -> SeedModel:
-    """Build a seed model by name: ``"resnet50"`` (timm) or ``"yolov8-cls"`` (ultralytics).
+    """Build a seed model by name through the backbone registry: ``"resnet50"`` (timm) or
+    ``"yolov8-cls"`` (ultralytics), with K = len(cfg.classes) outputs and cfg.channels inputs.
 
     Both are :class:`TorchSeed` objects with the same ``fit`` / ``predict_proba``.
     """
-    torch.manual_seed(cfg.seed)
-    if name == "resnet50":
-        tc = cfg.resnet50
-        module = build_resnet50(cfg.channels, tc.stem, cfg.image_size, tc.input_size, cfg.pretrained)
-    elif name == "yolov8-cls":
-        from .yolo import build_yolo_cls
-
-        tc = cfg.yolo
-        module = build_yolo_cls(tc.variant, cfg.channels, cfg.image_size)
-    else:
+    if name not in SEED_MODELS:
         raise ValueError(f"unknown seed model {name!r}; choose from {', '.join(SEED_MODELS)}")
+    torch.manual_seed(cfg.seed)
+    tc = cfg.resnet50 if name == "resnet50" else cfg.yolo
+    module = create_backbone(name, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
+                             input_size=tc.input_size, variant=tc.variant, stem=tc.stem,
+                             pretrained=cfg.pretrained if name == "resnet50" else None, norm=norm_stats(cfg))
     return TorchSeed(name, module, tc, cfg.seed, progress)
+
+
+def norm_stats(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The pipeline's per-channel (mean, std) of [0, 1] inputs, or None when inputs stay in [0, 1]."""
+    if cfg.normalize == "none":
+        return None
+    if cfg.normalize == "pool" or cfg.mean is None or cfg.std is None:
+        raise ValueError("normalize: pool is measured by `pseudolabel run`; this config has no mean and std yet")
+    return tuple(cfg.mean), tuple(cfg.std)
 
 
 # ----------------------------------------------------------------------------- torch training loop
@@ -123,40 +129,54 @@ def fit_module(
 
 
 class _Resize(nn.Module):
-    """Resize the input to ``size`` (if needed) and run ``body`` in channels-last layout (faster on CPU)."""
+    """Resize the input to ``size`` (height, width; if needed) and run ``body`` in channels-last layout
+    (faster on CPU)."""
 
-    def __init__(self, body: nn.Module, size: int):
+    def __init__(self, body: nn.Module, size: tuple[int, int]):
         super().__init__()
-        self.body, self.size = body.to(memory_format=torch.channels_last), size
+        self.body, self.size = body.to(memory_format=torch.channels_last), tuple(size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.size:
+        if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
         return self.body(x.contiguous(memory_format=torch.channels_last))
 
 
-def build_resnet50(
-    channels: int, stem: str, image_size: int, input_size: int = 32, pretrained: str | None = None
-) -> nn.Module:
-    """timm ResNet50 with ``channels`` inputs and 2 outputs, adapted to tiny inputs.
+class Normalize(nn.Module):
+    """(N, C, H, W) in [0, 1] -> minus ``mean`` over ``std`` per channel, then ``body``."""
 
-    stem="stride1": 3x3 stride-1 first conv and no max-pool, at the image size;
-    stem="upsample": the stock network on the input upsampled to ``input_size``.
-    ``pretrained`` is a local weights file (loaded through timm's pretrained_cfg_overlay).
-    """
-    import timm
+    def __init__(self, body: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.body = body
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    kwargs = {}
-    if pretrained:
-        if not Path(pretrained).is_file():
-            raise ValueError(f"pretrained weights file not found: {pretrained}")
-        kwargs = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
-    net = timm.create_model("resnet50", num_classes=2, in_chans=channels, **kwargs)
-    if stem == "stride1":
-        net.conv1 = nn.Conv2d(channels, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-        return _Resize(net, image_size)
-    return _Resize(net, max(input_size, image_size))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+
+def upsampled(hw: tuple[int, int], input_size: int) -> tuple[int, int]:
+    """(height, width) scaled up, keeping the aspect, so that the shorter side is at least ``input_size``."""
+    h, w = hw
+    f = max(1.0, input_size / min(h, w))
+    return round(h * f), round(w * f)
+
+
+def _pretrained_kwargs(pretrained: str | None) -> dict:
+    if not pretrained:
+        return {}
+    if not Path(pretrained).is_file():
+        raise ValueError(f"pretrained weights file not found: {pretrained}")
+    return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
+
+
+def _weights_norm(net: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std a pretrained timm network was trained with, reduced to ``in_chans`` channels."""
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    if in_chans == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return mean[:in_chans], std[:in_chans]
 
 
 def _conv_pair(c_in: int, c_out: int) -> list[nn.Module]:
@@ -167,14 +187,14 @@ def _conv_pair(c_in: int, c_out: int) -> list[nn.Module]:
 class TinyCNN(nn.Module):
     """A VGG-style network for tiny crops at their own size: three stages of two 3x3 convolutions
     (``width``, 2x, 4x channels), each halving the resolution, then average pooling and a linear
-    layer. (N, C, H, W) in [0, 1] -> (N, 2) logits. 72 k parameters at width 16."""
+    layer. (N, C, H, W) in [0, 1] -> (N, K) logits. 72 k parameters at width 16 with one channel and K = 2."""
 
-    def __init__(self, channels: int, width: int = 16, dropout: float = 0.2):
+    def __init__(self, channels: int, width: int = 16, dropout: float = 0.2, num_classes: int = 2):
         super().__init__()
         w = width
         self.features = nn.Sequential(*_conv_pair(channels, w), nn.MaxPool2d(2), *_conv_pair(w, 2 * w),
                                       nn.MaxPool2d(2), *_conv_pair(2 * w, 4 * w), nn.MaxPool2d(2))  # fmt: skip
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, 2))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -210,20 +230,74 @@ class TTA(nn.Module):
         return probs.view(-1, *x.shape[:1], probs.shape[1]).mean(0).clamp_min(1e-12).log()
 
 
-def build_backbone(name: str, channels: int, image_size: int, input_size: int = 32, variant: str = "n") -> nn.Module:
-    """"tinycnn" (at the image size), "yolov8-cls" (ultralytics' rounded ``input_size``) or any timm
-    model name (resized to ``input_size``), with ``channels`` inputs and 2 outputs."""
-    if name == "tinycnn":  # channels-last via _Resize (no resize): ~30 % faster training steps here (measured)
-        return _Resize(TinyCNN(channels), image_size)
-    if name == "yolov8-cls":
-        from .yolo import build_yolo_cls
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}  # name -> builder(num_classes=, in_chans=, image_size=, ...)
 
-        return build_yolo_cls(variant, channels, max(image_size, input_size))
+
+def register_backbone(name: str):
+    """Decorator: make a builder available to :func:`create_backbone` under ``name`` (timm's register_model)."""
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        BACKBONES[name] = fn
+        return fn
+
+    return add
+
+
+@register_backbone("tinycnn")
+def _tinycnn(*, num_classes: int, in_chans: int, image_size: tuple[int, int], width: int = 16, **_) -> nn.Module:
+    # channels-last via _Resize (no resize): ~30 % faster training steps here (measured)
+    return _Resize(TinyCNN(in_chans, width, num_classes=num_classes), image_size)
+
+
+@register_backbone("yolov8-cls")
+def _yolov8_cls(*, num_classes: int, in_chans: int, image_size: tuple[int, int], input_size: int = 32,
+                variant: str = "n", **_) -> nn.Module:
+    from .yolo import build_yolo_cls
+
+    h, w = image_size
+    return build_yolo_cls(variant, in_chans, (max(h, input_size), max(w, input_size)), num_classes)
+
+
+@register_backbone("resnet50")
+def _resnet50(*, num_classes: int, in_chans: int, image_size: tuple[int, int], input_size: int = 32,
+              stem: str = "upsample", pretrained: str | None = None, **_) -> nn.Module:
+    """timm ResNet50 adapted to small inputs. stem="stride1": 3x3 stride-1 first conv and no max-pool,
+    at the image size; stem="upsample": the stock network on the input upsampled so that its shorter
+    side is ``input_size``. ``pretrained``: a local weights file (timm's pretrained_cfg_overlay),
+    whose own mean and std then normalise the input."""
     import timm
 
-    if not timm.is_model(name):
-        raise ValueError(f"unknown backbone {name!r}: use {BACKBONE_HELP}")
-    return _Resize(timm.create_model(name, num_classes=2, in_chans=channels), max(input_size, image_size))
+    net = timm.create_model("resnet50", num_classes=num_classes, in_chans=in_chans, **_pretrained_kwargs(pretrained))
+    if stem == "stride1":
+        net.conv1 = nn.Conv2d(in_chans, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        body = _Resize(net, image_size)
+    else:
+        body = _Resize(net, upsampled(image_size, input_size))
+    return Normalize(body, *_weights_norm(net, in_chans)) if pretrained else body
+
+
+def create_backbone(name: str, *, num_classes: int, in_chans: int, image_size: int | tuple[int, int],
+                    input_size: int = 32, variant: str = "n", width: int = 16, stem: str = "upsample",
+                    pretrained: str | None = None, norm: tuple | None = None) -> nn.Module:
+    """A classifier by name: (N, in_chans, H, W) in [0, 1] -> (N, num_classes) logits.
+
+    ``name``: a registered backbone (:data:`BACKBONES`) or any timm model name (resized so that the
+    shorter side is at least ``input_size``). ``norm``: (mean, std) per channel applied first, or None
+    (a pretrained network brings its own)."""
+    hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if name in BACKBONES:
+        net = BACKBONES[name](num_classes=num_classes, in_chans=in_chans, image_size=hw, input_size=input_size,
+                              variant=variant, width=width, stem=stem, pretrained=pretrained)  # fmt: skip
+        own_norm = name == "resnet50" and pretrained
+    else:
+        import timm
+
+        if not timm.is_model(name):
+            raise ValueError(f"unknown backbone {name!r}: use {BACKBONE_HELP}")
+        net = _Resize(timm.create_model(name, num_classes=num_classes, in_chans=in_chans), upsampled(hw, input_size))
+        own_norm = False
+    return Normalize(net, *norm) if norm is not None and not own_norm else net
 
 
 class TorchSeed:
@@ -237,14 +311,15 @@ class TorchSeed:
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
             x_unlabeled: np.ndarray | None = None) -> None:
-        """x_*: (N, C, H, W) uint8; y_*: (N,) labels in {0, 1}."""
+        """x_*: (N, C, H, W) uint8; y_*: (N,) class indices."""
         from .fixmatch import FixMatchConfig, fit_fixmatch
 
         res = fit_module(self.module, x_train, y_train, x_val, y_val, self.tc, self.seed, f"train {self.name}",
                          self.progress)  # fmt: skip
         self.history, self.fit_seconds = res.history, res.seconds
         if self.tc.fixmatch_epochs and x_unlabeled is not None and len(x_unlabeled):
-            fc = FixMatchConfig(epochs=self.tc.fixmatch_epochs, lr=self.tc.fixmatch_lr, patience=self.tc.fixmatch_epochs)
+            fc = FixMatchConfig(epochs=self.tc.fixmatch_epochs, lr=self.tc.fixmatch_lr, patience=self.tc.fixmatch_epochs,
+                                tau=self.tc.fixmatch_tau, ema=self.tc.fixmatch_ema, monitor=self.tc.fixmatch_monitor)
             fm = fit_fixmatch(self.module, x_train, y_train, x_unlabeled, x_val, y_val, fc, self.seed,
                               f"fixmatch {self.name}", self.progress)  # fmt: skip
             offset = len(self.history)
@@ -252,7 +327,7 @@ class TorchSeed:
             self.fit_seconds += fm.seconds
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) uint8 -> (N, 2) probabilities."""
+        """(N, C, H, W) uint8 -> (N, K) probabilities."""
         x = to_float(torch.from_numpy(images))
         return predict_probs(self.module, x, tta=self.tc.tta).numpy()
 

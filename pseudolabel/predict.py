@@ -1,8 +1,12 @@
 """Exported models and scoring: ``pseudolabel predict`` and the Python API.
 
->>> from pseudolabel import EyeStateClassifier
->>> clf = EyeStateClassifier.load("runs/eyes")          # a run, its final/ folder, or a model.ts
->>> clf.predict("/full/path/to/eye.jpg")                # P(open) in [0, 1]
+>>> from pseudolabel import Classifier
+>>> clf = Classifier.load("runs/cifar10")              # a run, its final/ folder, or a model.ts
+>>> clf.predict("/full/path/to/image.jpg")             # "cat": the top class's name
+>>> clf.predict_proba("/full/path/to/image.jpg")       # {"airplane": 0.01, ..., "truck": 0.02}
+>>> clf.predict_array(images)                          # (N, C, H, W) uint8 -> (N, K) probabilities
+
+``EyeStateClassifier`` is the two-class convenience: ``predict(path) -> P(class 1)``, for the eyes P(open).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from .data import IMAGE_EXTS, load_image
 
 
 class _Exported(nn.Module):
-    """(N, C, H, W) float in [0, 1] -> (N, 2) softmax probabilities, column 1 = P(open)."""
+    """(N, C, H, W) float in [0, 1] -> (N, K) softmax probabilities, column k = P(classes[k])."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -36,18 +40,25 @@ def export_model(module: nn.Module, cfg: Config, out: Path) -> None:
     import warnings
 
     net = _Exported(module).eval()
-    x = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size)
+    h, w = cfg.hw
+    x = torch.rand(2, cfg.channels, h, w)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.jit.trace(net, x).save(str(out / "model.ts"))
         torch.onnx.export(net, x, str(out / "model.onnx"), input_names=["images"], output_names=["probs"],
                           dynamic_axes={"images": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False)  # fmt: skip
+    from .models import norm_stats
+
+    norm = norm_stats(cfg)
     pre = {
-        "image_size": cfg.image_size, "channels": cfg.channels, "classes": list(cfg.classes),
+        "image_size": [h, w], "channels": cfg.channels, "classes": list(cfg.classes), "folders": list(cfg.folders),
+        "mean": list(norm[0]) if norm else None, "std": list(norm[1]) if norm else None,
         "steps": [f"decode, convert to {'grayscale (L)' if cfg.channels == 1 else 'RGB'}",
-                  f"resize to {cfg.image_size}x{cfg.image_size}, bilinear", "float32, divide by 255 (range [0, 1])",
-                  "layout (N, C, H, W)"],
-        "input": "images: (N, C, H, W) float32", "output": "probs: (N, 2) softmax; column 1 = P(open), label 1",
+                  f"resize to {w}x{h} (width x height), bilinear", "float32, divide by 255 (range [0, 1])",
+                  "layout (N, C, H, W)",
+                  "the model subtracts mean and divides by std per channel itself" if norm else "no normalisation"],
+        "input": "images: (N, C, H, W) float32",
+        "output": f"probs: (N, {cfg.num_classes}) softmax; column k = P(classes[k])",
     }  # fmt: skip
     (out / "preprocess.json").write_text(json.dumps(pre, indent=2))
 
@@ -62,15 +73,19 @@ def _model_dir(path: str | Path) -> Path:
     raise ValueError(f"no exported model at {p} (expected model.ts and preprocess.json; run `pseudolabel retrain`)")
 
 
-class EyeStateClassifier:
-    """An exported final model. ``predict(path) -> float``: a full image path in, P(open) out."""
+class Classifier:
+    """An exported final model over K classes: a full image path in, its class out."""
 
     def __init__(self, model: torch.jit.ScriptModule, preprocess: dict):
         self.model, self.pre = model.eval(), preprocess
-        self.size, self.channels = int(preprocess["image_size"]), int(preprocess["channels"])
+        size = preprocess["image_size"]
+        self.hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.size = self.hw[0]
+        self.channels = int(preprocess["channels"])
+        self.classes: list[str] = list(preprocess["classes"])
 
     @classmethod
-    def load(cls, path: str | Path) -> EyeStateClassifier:
+    def load(cls, path: str | Path):
         """From a run folder, its ``final/`` folder, or a ``model.ts`` file."""
         import warnings
 
@@ -82,16 +97,46 @@ class EyeStateClassifier:
 
     def load_images(self, paths: list[str | Path]) -> np.ndarray:
         """(N, C, H, W) uint8, preprocessed as in training."""
-        return np.stack([load_image(Path(p), self.size, self.channels) for p in paths])
+        return np.stack([load_image(Path(p), self.hw, self.channels) for p in paths])
 
     @torch.inference_mode()
-    def predict_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """(N, C, H, W) uint8 -> (N,) P(open)."""
+    def probs_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, K) probabilities, column k = P(classes[k])."""
         x = torch.from_numpy(images).float() / 255
-        return torch.cat([self.model(x[i : i + batch_size])[:, 1] for i in range(0, len(x), batch_size)]).numpy()
+        out = [self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
-    def predict(self, path: str | Path) -> float:
-        """P(open) in [0, 1] for one image file."""
+    def predict_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, K) probabilities."""
+        return self.probs_array(images, batch_size)
+
+    def predict_proba(self, path: str | Path) -> dict[str, float]:
+        """{class name: probability} for one image file."""
+        return {c: float(p) for c, p in zip(self.classes, self.probs_array(self.load_images([path]))[0])}
+
+    def predict(self, path: str | Path) -> str:
+        """The top class's name for one image file."""
+        from .vote import top_class
+
+        return self.classes[int(top_class(self.probs_array(self.load_images([path])))[0])]
+
+
+class EyeStateClassifier(Classifier):
+    """A two-class exported model. ``predict(path) -> float``: a full image path in, P(class 1) out
+    (for the eyes, P(open)); ``predict_array`` gives (N,) P(class 1)."""
+
+    def __init__(self, model: torch.jit.ScriptModule, preprocess: dict):
+        super().__init__(model, preprocess)
+        if len(self.classes) != 2:
+            raise ValueError(f"EyeStateClassifier needs a two-class model, this one has {len(self.classes)} classes "
+                             f"({', '.join(self.classes)}); use Classifier")  # fmt: skip
+
+    def predict_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N,) P(class 1)."""
+        return self.probs_array(images, batch_size)[:, 1]
+
+    def predict(self, path: str | Path) -> float:  # type: ignore[override]
+        """P(class 1) in [0, 1] for one image file."""
         return float(self.predict_array(self.load_images([path]))[0])
 
     def predict_many(self, paths: list[str | Path]) -> np.ndarray:
@@ -115,8 +160,9 @@ def collect_paths(specs: list[str]) -> tuple[list[Path], list[str]]:
     return paths, problems
 
 
-def show(paths: list[Path], scores: np.ndarray, out_dir: Path, threshold: float) -> None:
-    """Save each image, upscaled, with its score in the title, as out_dir/<name>.score.png."""
+def show(paths: list[Path], labels: list[str], scores: np.ndarray, out_dir: Path, what: str) -> None:
+    """Save each image, upscaled, with its label and score in the title, as out_dir/<name>.score.png.
+    ``what`` names the score, e.g. "P(open)" or "top probability"."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,10 +170,12 @@ def show(paths: list[Path], scores: np.ndarray, out_dir: Path, threshold: float)
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for p, s in zip(paths, scores):
+    for p, label, s in zip(paths, labels, scores):
         fig, ax = plt.subplots(figsize=(2.6, 2.9), dpi=100)
-        ax.imshow(Image.open(p).convert("L"), cmap="gray", interpolation="nearest")
-        ax.set_title(f"P(open) = {s:.3f}\n{'open' if s >= threshold else 'closed'}", fontsize=9)
+        with Image.open(p) as im:
+            gray = im.mode in ("L", "1", "I;16", "I")
+            ax.imshow(im.convert("L" if gray else "RGB"), cmap="gray" if gray else None, interpolation="nearest")
+        ax.set_title(f"{what} = {s:.3f}\n{label}", fontsize=9)
         ax.axis("off")
         fig.savefig(out_dir / f"{p.stem}.score.png", bbox_inches="tight")
         plt.close(fig)

@@ -1,15 +1,22 @@
-"""The run report: a markdown page with a score scatter, sample grids and tables."""
+"""The run report: ``report.md`` rendered from the JSON each stage writes, never patched in place.
+
+- ``run_summary.json`` (``run``): folders, the vote, the label check, seed models, timings, problems;
+- ``final/metrics.json`` (``retrain``): the final model's section;
+- ``resort.json`` (``resort``): the re-sort section and a line at the top with the folders as they are now.
+
+:func:`render` rebuilds the whole page from whichever of them exist; each stage calls it last.
+The pictures (scatter, sample grids, curves, confusion) are drawn by the stage that has the data.
+"""
 from __future__ import annotations
 
-import re
+import json
 from pathlib import Path
 
 import numpy as np
 
-from .sort import write_atomic
-from .vote import UNCLEAR
+from .runstate import UNCLEAR, write_atomic
 
-_FOLDER_TITLES = {"0": "0/ (closed)", "1": "1/ (open)", "unclear": "unclear/ (queue order)"}
+RUN_SUMMARY = "run_summary.json"  # what `run` found, for the report
 
 
 def _plt():
@@ -21,20 +28,50 @@ def _plt():
     return plt
 
 
-def scatter_plot(score_a: np.ndarray, score_b: np.ndarray, decision: np.ndarray, names: tuple[str, str],
-                 margin: tuple[float, float], path: Path) -> None:
-    """Model A's score against model B's, coloured by decision, with the margin box."""
+def folder_title(folder: str, name: str | None = None) -> str:
+    """"0/ (closed)", "airplane/" or "unclear/"."""
+    return f"{folder}/" if not name or name == folder else f"{folder}/ ({name})"
+
+
+def score_caption(classes: tuple[str, ...], pa: np.ndarray, pb: np.ndarray) -> str:
+    """A short caption of two models' (K,) probabilities: P(class 1) of each for K = 2 ("0.98/0.71"),
+    else each top probability, with the class names where the models disagree."""
+    if len(pa) == 2:
+        return f"{pa[1]:.2f}/{pb[1]:.2f}"
+    ca, cb = int(np.argmax(pa)), int(np.argmax(pb))
+    if ca == cb:
+        return f"{pa[ca]:.2f}/{pb[cb]:.2f}"
+    return f"{classes[ca][:5]} {pa[ca]:.2f}/{classes[cb][:5]} {pb[cb]:.2f}"
+
+
+def _colours(k: int) -> list:
     plt = _plt()
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(k)]
+
+
+def scatter_plot(a: np.ndarray, b: np.ndarray, decision: np.ndarray, names: tuple[str, str],
+                 thresholds: tuple[float, float], classes: tuple[str, ...], path: Path) -> None:
+    """Two models' (N, K) probabilities, coloured by decision, with the threshold lines: P(class 1)
+    against P(class 1) for K = 2, each model's top probability against the other's for K > 2."""
+    plt = _plt()
+    k = a.shape[1]
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=110)
-    for d, colour, label in ((0, "tab:blue", "0/ closed"), (1, "tab:orange", "1/ open"), (UNCLEAR, "tab:gray", "unclear")):
+    x, y = (a[:, 1], b[:, 1]) if k == 2 else (a.max(1), b.max(1))
+    groups = [(c, col, f"{classes[c]}") for c, col in zip(range(k), _colours(k))] + [(-1, "tab:gray", UNCLEAR)]
+    if k == 2:
+        groups = [(0, "tab:blue", classes[0]), (1, "tab:orange", classes[1]), (-1, "tab:gray", UNCLEAR)]
+    for d, colour, label in groups:
         m = decision == d
-        ax.scatter(score_a[m], score_b[m], s=6, alpha=0.5, c=colour, label=f"{label} ({int(m.sum())})")
-    for sign in (-1, 1):
-        ax.axvline(0.5 + sign * margin[0], color="k", lw=0.6, ls="--")
-        ax.axhline(0.5 + sign * margin[1], color="k", lw=0.6, ls="--")
-    ax.set(xlabel=f"{names[0]} P(open)", ylabel=f"{names[1]} P(open)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+        ax.scatter(x[m], y[m], s=6, alpha=0.5, color=colour, label=f"{label} ({int(m.sum())})")
+    for t, line in ((thresholds[0], ax.axvline), (thresholds[1], ax.axhline)):
+        line(t, color="k", lw=0.6, ls="--")
+        if k == 2:
+            line(1 - t, color="k", lw=0.6, ls="--")
+    what = f"P({classes[1]})" if k == 2 else "top probability"
+    ax.set(xlabel=f"{names[0]} {what}", ylabel=f"{names[1]} {what}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
            title="Seed model scores on the pool")
-    ax.legend(loc="center left", fontsize=8, markerscale=2)
+    ax.legend(loc="center left", fontsize=7, markerscale=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -46,7 +83,7 @@ def sample_grid(images: np.ndarray, titles: list[str], path: Path, cols: int = 1
     n = max(len(images), 1)
     rows = int(np.ceil(n / cols))
     h, w = (images.shape[-2], images.shape[-1]) if len(images) else (24, 24)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * w * scale / 72, rows * (h * scale + 14) / 72), dpi=72)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * max(w * scale, 72) / 72, rows * (h * scale + 14) / 72), dpi=72)
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, img, title in zip(np.atleast_1d(axes).ravel(), images, titles):
@@ -69,6 +106,25 @@ def curves_plot(histories: dict[str, list[dict]], path: Path) -> None:
         ax.plot(ep, [h["val_loss"] for h in hist], ls="--", color=line.get_color(), label=f"{name} val")
     ax.set(xlabel="epoch", ylabel="loss", title="Seed model training")
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def confusion_plot(cm: list[list[int]], classes: list[str], path: Path, title: str) -> None:
+    """The K x K confusion matrix (rows = true class) as a heat map with counts."""
+    plt = _plt()
+    m = np.asarray(cm)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k, 1.0 + 0.5 * k), dpi=110)
+    ax.imshow(m, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > m.max() / 2 else "black")  # fmt: skip
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), classes, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -101,8 +157,6 @@ def review_curve_plot(points: list[dict], png: Path) -> None:
 def review_curve_section(curve: str | None, run_dir: Path, n_unclear: int, problems) -> str:
     """The report's "What review buys" text; draws ``review_curve.png`` into ``run_dir``.
     A missing or unreadable curve file is an input problem, not a failed run."""
-    import json
-
     if not curve:
         return "No measured curve for this pipeline (`review_curve` in its YAML)."
     try:
@@ -132,153 +186,168 @@ def _issues_section(issues: dict[str, str], folds: int) -> str:
         _table(["image", "why"], [[k, v] for k, v in issues.items()]), "![flagged](samples_issues.png)"])
 
 
-RESORT_TITLE = "## Re-sorted by the final model"
-WHERE_TITLE = "## Where everything went"
-ISSUES_TITLE = "## Likely label errors"
-NOW_NOTE = "> **Now, after `pseudolabel resort`:**"
-
-
-def _note_resort_up_top(text: str, after: dict, total: int) -> str:
-    """The report's first section shows the seed models' vote; after a re-sort, one line under its
-    title gives the folders as they are now (replacing the line of an earlier re-sort)."""
-    text = re.sub(r"\n\n" + re.escape(NOW_NOTE) + r"[^\n]*", "", text)
-    note = (f"{NOW_NOTE} `0/` {after['0']}, `1/` {after['1']}, `unclear/` {after['unclear']} "
-            f"({100 * after['unclear'] / total:.1f} %); see below. This section shows the seed models' vote.")
-    return text.replace(WHERE_TITLE + "\n", f"{WHERE_TITLE}\n\n{note}\n", 1)
-
-
 def _logit(p: np.ndarray | float) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
 
-def resort_plot(scores: np.ndarray, closed_below: float, open_above: float, png: Path, keep_agreed: float = 1.0
-                ) -> None:
-    """Histogram of the final model's (N,) P(open) on a log-odds axis, with the two re-sort thresholds
-    and, when ``keep_agreed`` < 1, where a vote decision the final model agrees with stays."""
+def resort_plot(probs: np.ndarray, accept: tuple[float, ...], classes: tuple[str, ...], png: Path,
+                keep_agreed: float = 1.0) -> None:
+    """Histogram of the final model's top probability per image (N, K) on a log-odds axis, with each
+    class's acceptance threshold and, when ``keep_agreed`` < 1, the line a vote decision stays above."""
     plt = _plt()
+    top = np.asarray(probs, dtype=np.float64).max(1)
     fig, ax = plt.subplots(figsize=(6, 3.4), dpi=120)
-    ax.hist(_logit(np.asarray(scores, dtype=np.float64)), bins=80, color="0.55")
-    ax.axvline(_logit(closed_below), color="C0", ls="--", label=f"0/ at P(open) <= {closed_below:g}")
-    ax.axvline(_logit(open_above), color="C1", ls="--", label=f"1/ at P(open) >= {open_above:g}")
+    ax.hist(_logit(top), bins=80, color="0.55")
+    for t in sorted(set(accept)):
+        who = [c for c, a in zip(classes, accept) if a == t]
+        ax.axvline(_logit(t), ls="--", color="C1", lw=0.8, label=f"accept at {t:g}: {', '.join(who)[:40]}")
     if keep_agreed < 1.0:
-        ax.axvspan(_logit(1.0 - keep_agreed), _logit(keep_agreed), color="C2", alpha=0.08, lw=0,
-                   label=f"{1 - keep_agreed:g} < P(open) < {keep_agreed:g}: no vote decision is kept")  # fmt: skip
-    ax.set(xlabel="final model: log-odds of open", ylabel="images", yscale="log", title="Re-sort thresholds")
-    ax.legend(fontsize=7, loc="upper center")
+        ax.axvline(_logit(keep_agreed), color="C2", ls=":", label=f"a vote decision stays at >= {keep_agreed:g}")
+    ax.set(xlabel="final model: log-odds of its top probability", ylabel="images", yscale="log",
+           title="Re-sort thresholds")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
 
 
-def write_resort_section(report_md: Path, summary: dict) -> None:
-    """Put (or replace) the re-sort section in ``report.md``, before the label errors."""
-    b, a = summary["before"], summary["after"]
-    total = max(sum(a.values()), 1)
-    rows = [[f"{k}/", b[k], a[k], f"{100 * a[k] / total:.1f} %"] for k in ("0", "1", "unclear")]
-    moved = ", ".join(f"{v} from {k.split('->')[0]}/ to {k.split('->')[1]}/" for k, v in summary["moved"].items()
-                      if v) or "nothing"  # fmt: skip
-    keep = summary.get("keep_agreed", 1.0)
-    agreed = (f"An image still where the seed models' vote put it stayed there when the final model agreed at >= "
-              f"{keep:g} ({summary['kept_agreed']} images). " if keep < 1.0 else "")  # fmt: skip
-    flags = (f"Of the vote decisions the label check flagged, the final model settled {summary['settled_flags']} (it "
-             f"never trained on their labels); {summary['flags_left']} flagged images stay first in the queue. Seed "
-             "labels, reviewed images and hand moves were left where they were. ")  # fmt: skip
-    section = "\n\n".join([
-        RESORT_TITLE,
-        f"`pseudolabel resort` let the final model re-decide the {summary['movable']} images only machines had placed: "
-        f"`0/` at P(open) <= {summary['closed_below']:g}, `1/` at >= {summary['open_above']:g}, `unclear/` otherwise. "
-        f"{agreed}{flags}Moved: {moved}.",
-        _table(["folder", "before", "after", "share after"], rows), "![final scores](resort.png)"])
-    text = _put_section(report_md.read_text() if report_md.is_file() else "", RESORT_TITLE, section)
-    write_atomic(report_md, _note_resort_up_top(text, a, total))
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _put_section(text: str, title: str, section: str, before: tuple[str, ...] = (ISSUES_TITLE,)) -> str:
-    """``text`` with ``section`` (which starts with ``title``) in place of an earlier one, or put
-    just before the first of the ``before`` sections the text has, or at the end."""
-    if title in text:
-        head, _, rest = text.partition(title)
-        nxt = rest.find("\n## ")
-        text = head.rstrip("\n") + ("\n\n" + rest[nxt + 1 :] if nxt >= 0 else "\n")
-    for anchor in before:
-        if anchor in text:
-            head, _, rest = text.partition(anchor)
-            return f"{head}{section}\n\n{anchor}{rest}"
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+def render(run_dir: Path) -> Path:
+    """Write ``run_dir/report.md`` from the stages' JSON (see the module docstring). Returns its path."""
+    run_dir = Path(run_dir)
+    s = _read(run_dir / RUN_SUMMARY)
+    if s is None:
+        raise ValueError(f"{run_dir}: no {RUN_SUMMARY}; it is not a run folder of this version")
+    final, resorted = _read(run_dir / "final" / "metrics.json"), _read(run_dir / "resort.json")
+    names = dict(zip(s["folders"], s["classes"]))
+    counts, total = s["counts"], max(sum(s["counts"].values()), 1)
+    rows = [[folder_title(k, names.get(k)), v, f"{100 * v / total:.1f} %"] for k, v in counts.items()]
+    where = [WHERE_TITLE]
+    if resorted:
+        a = resorted["after"]
+        where.append(f"> **Now, after `pseudolabel resort`:** " + ", ".join(f"`{k}/` {v}" for k, v in a.items())
+                     + f" ({100 * a[UNCLEAR] / total:.1f} % unclear); see below. This section shows the seed models' vote.")
+    parts = [
+        f"# Run report: {s['pipeline']}",
+        f"{total} pool images in {len(s['classes'])} classes, {s['n_seed']} seed labels ({s['n_train']} train, "
+        f"{s['n_val']} validation). An image is decided when {s['rule']}.",
+        *where, _table(["folder", "images", "share"], rows),
+        f"\nThe two models' top classes agree for **{100 * s['agreement']:.1f} %** of the pool; "
+        f"{s['disagree']} images are disagreements and head the unclear queue.",
+        "![scatter](scatter.png)",
+        "Work through `unclear/` in file-name order (most useful first) and move each file into its class folder.",
+        *(_final_section(final) if final else []),
+        *(_resort_section(resorted, names) if resorted else []),
+        ISSUES_TITLE, _issues_section(s.get("issues", {}), s.get("label_folds", 4)),
+        "## What review buys", s.get("review_curve", ""),
+        "## Samples", *[f"### {folder_title(k, names.get(k))}\n![{k}](samples_{k}.png)" for k in counts],
+        *_seed_section(s),
+        "## Stage timings", _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in s["seconds"].items()]),
+        "## Input problems", "\n".join(f"- {p}" for p in s.get("problems", [])) or "None.",
+    ]
+    path = run_dir / "report.md"
+    write_atomic(path, "\n\n".join(parts) + "\n")
+    return path
 
 
+WHERE_TITLE = "## Where everything went"
+ISSUES_TITLE = "## Likely label errors"
 FINAL_TITLE = "## Final model"
+RESORT_TITLE = "## Re-sorted by the final model"
 
 
-def write_final_section(report_md: Path, m: dict) -> None:
-    """Put (or replace) the final model's section in ``report.md`` (``m``: final/metrics.json's content),
-    before the re-sort section or, without one, before the label errors."""
-    c, a, n = m["counts"], m["at_0.5"], len(m["members"])
+def _seed_section(s: dict) -> list[str]:
+    m = s.get("metrics", {})
+    binary = len(s["classes"]) == 2
+    head = ["model", "accuracy", *(["precision", "recall", "F1", "EER", "ROC AUC"] if binary else
+                                   ["top-2", "macro precision", "macro recall", "macro F1"]), "params", "train s"]
+    keys = ["precision", "recall", "f1", "eer", "roc_auc"] if binary else ["top2_accuracy", "macro_precision",
+                                                                           "macro_recall", "macro_f1"]
+    rows = [[name, v["accuracy"], *[v[k] for k in keys], f"{v['parameters'] / 1e6:.2f} M", f"{v['train_seconds']:.0f}"]
+            for name, v in m.items()]  # fmt: skip
+    return [
+        "## Seed models on the validation split",
+        f"The validation split has only {s['n_val']} images, so these figures are rough. "
+        f"{s['models'][0]} learned from the seeds and then the whole pool (FixMatch); {s['models'][1]} "
+        f"from the seeds plus {s['n_student']} pool images the first scored confidently.",
+        _table(head, rows), "\n![training curves](curves.png)"]
+
+
+def _final_section(m: dict) -> list[str]:
+    """The final model's section, from ``final/metrics.json``."""
+    c, n = m["counts"], len(m["members"])
     name = m["backbone"] if n == 1 else f"{n} x {m['backbone']}"
     cached = sum(bool(x.get("pretrain_cached")) for x in m["members"])
+    figures = f"accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}"
+    figures += f", EER {m['eer']:.3f}, ROC AUC {m['roc_auc']:.3f}" if "eer" in m else f", top-2 {m['top2_accuracy']:.3f}"
     rows = [
         ["learned from", f"{c['labeled']} labeled images (seed {c['seed-train']}, reviewed {c['reviewed']}, "
                          f"placed by machines {c['vote']}) and {c['unlabeled']} unlabeled"],
         ["network", f"{name}, {m['parameters'] / 1e6:.2f} M parameters, test-time views: {m['tta']}"],
-        ["validation", f"{m['n']} images: accuracy {a['accuracy']:.3f}, EER {m['eer']:.3f}, ROC AUC {m['roc_auc']:.3f}"],
+        ["validation", f"{m['n']} images: {figures}"],
         ["seconds", f"{m['seconds']:.0f} (SimCLR {m['pretrain_seconds']:.0f}" + (f", {cached} of {n} from the cache"
                     if cached else "") + f"; warm-up and FixMatch {m['train_seconds']:.0f})"],
     ]  # fmt: skip
-    section = "\n\n".join([
+    return [
         FINAL_TITLE,
         "`pseudolabel retrain` trained the final model; it is in `final/` (`model.ts`, `model.onnx`). It is validated "
         f"on the {c['seed-val']} seed labels held out plus half of the reviewed images ({m['n']} in all), so read "
         "those figures with care until you have reviewed more. `pseudolabel resort` lets this model shrink `unclear/`.",
-        _table(["final model", ""], rows), "![training curves](final/curves.png) ![validation scores](final/hist.png)"])
-    text = report_md.read_text() if report_md.is_file() else ""
-    write_atomic(report_md, _put_section(text, FINAL_TITLE, section, before=(RESORT_TITLE, ISSUES_TITLE)))
+        _table(["final model", ""], rows),
+        "![training curves](final/curves.png) ![validation scores](final/hist.png) ![confusion](final/confusion.png)"]
 
 
-def write_report(run_dir: Path, summary: dict, metrics: dict, problems: list[str]) -> Path:
-    """Write ``report.md`` next to the PNGs already in ``run_dir``. Returns its path."""
-    counts, total = summary["counts"], sum(summary["counts"].values())
-    rows = [[_FOLDER_TITLES[k], v, f"{100 * v / max(total, 1):.1f} %"] for k, v in counts.items()]
-    metric_rows = [
-        [name, m["accuracy"], m["precision"], m["recall"], m["f1"], m["eer"], m["roc_auc"],
-         f"{m['parameters'] / 1e6:.2f} M", f"{m['train_seconds']:.0f}"]
-        for name, m in metrics.items()
-    ]  # fmt: skip
-    parts = [
-        f"# Run report: {summary['pipeline']}",
-        f"{total} pool images, {summary['n_seed']} seed labels ({summary['n_train']} train, {summary['n_val']} validation). "
-        f"An image is decided when {summary['rule']}.",
-        WHERE_TITLE,
-        _table(["folder", "images", "share"], rows),
-        f"\nThe two models agree on the side of 0.5 for **{100 * summary['agreement']:.1f} %** of the pool; "
-        f"{summary['disagree']} images are disagreements and head the unclear queue.",
-        "![scatter](scatter.png)",
-        "Work through `unclear/` in file-name order (most useful first) and move each file into `0/` or `1/`.",
-        ISSUES_TITLE,
-        _issues_section(summary.get("issues", {}), summary.get("label_folds", 4)),
-        "## What review buys",
-        summary.get("review_curve", ""),
-        "## Samples",
-        *[f"### {_FOLDER_TITLES[k]}\n![{k}](samples_{k}.png)" for k in ("0", "1", "unclear")],
-        "## Seed models on the validation split",
-        f"The validation split has only {summary['n_val']} images, so these figures are rough. "
-        f"{summary['models'][0]} learned from the seeds and then the whole pool (FixMatch); {summary['models'][1]} "
-        f"from the seeds plus {summary['n_student']} pool images the first scored confidently.",
-        _table(["model", "accuracy", "precision", "recall", "F1", "EER", "ROC AUC", "params", "train s"], metric_rows),
-        "\n![training curves](curves.png)",
-        "## Stage timings",
-        _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["seconds"].items()]),
-        "## Input problems",
-        "\n".join(f"- {p}" for p in problems) if problems else "None.",
-    ]
-    path = run_dir / "report.md"
-    path.write_text("\n\n".join(parts) + "\n")
-    return path
+def _resort_section(r: dict, names: dict[str, str]) -> list[str]:
+    b, a = r["before"], r["after"]
+    total = max(sum(a.values()), 1)
+    rows = [[folder_title(k, names.get(k)), b[k], a[k], f"{100 * a[k] / total:.1f} %"] for k in a]
+    moved = ", ".join(f"{v} from {k.split('->')[0]}/ to {k.split('->')[1]}/" for k, v in r["moved"].items()
+                      if v) or "nothing"  # fmt: skip
+    keep = r.get("keep_agreed", 1.0)
+    agreed = (f"An image still where the seed models' vote put it stayed there when the final model gave its class at "
+              f"least {keep:g} ({r['kept_agreed']} images). " if keep < 1.0 else "")  # fmt: skip
+    flags = (f"Of the vote decisions the label check flagged, the final model settled {r['settled_flags']} (it "
+             f"never trained on their labels); {r['flags_left']} flagged images stay first in the queue. Seed "
+             "labels, reviewed images and hand moves were left where they were. ")  # fmt: skip
+    accept = ", ".join(f"{names.get(f, f)} >= {t:g}" for f, t in zip(names, r["accept"]))
+    return [
+        RESORT_TITLE,
+        f"`pseudolabel resort` let the final model re-decide the {r['movable']} images only machines had placed: "
+        f"into its top class's folder when that class's probability reaches its threshold ({accept}), `unclear/` "
+        f"otherwise. {agreed}{flags}Moved: {moved}.",
+        _table(["folder", "before", "after", "share after"], rows), "![final scores](resort.png)"]
 
 
-def final_plots(y: np.ndarray, score: np.ndarray, histories: list[list[dict]], out: Path) -> None:
-    """roc.png, hist.png (scores per true class) and curves.png (losses and mask rate, one set of
-    lines per ensemble member's FixMatch history) for the final model."""
+def final_plots(y: np.ndarray, probs: np.ndarray, classes: list[str], cm: list[list[int]],
+                histories: list[list[dict]], out: Path) -> None:
+    """For the final model on the validation images ((N,) true classes, (N, K) probabilities):
+    confusion.png, hist.png (top probability, right and wrong; P(class 1) per true class for K = 2),
+    roc.png for K = 2, and curves.png (losses and mask rate, one set of lines per member)."""
+    plt = _plt()
+    confusion_plot(cm, classes, out / "confusion.png", "Final model on the validation images")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    if probs.shape[1] == 2:
+        _roc_plot(y, probs[:, 1], classes, out / "roc.png")
+        for c, name in enumerate(classes):
+            ax.hist(probs[y == c, 1], bins=np.linspace(0, 1, 26), alpha=0.6, label=f"true {name} ({int((y == c).sum())})")
+        ax.set(xlabel=f"P({classes[1]})", ylabel="images", title="Scores per true class")
+    else:
+        right = probs.argmax(1) == y
+        for m, label in ((right, "right"), (~right, "wrong")):
+            ax.hist(probs[m].max(1), bins=np.linspace(0, 1, 26), alpha=0.6, label=f"{label} ({int(m.sum())})")
+        ax.set(xlabel="top probability", ylabel="images", title="Top probability, right and wrong")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "hist.png")
+    plt.close(fig)
+    _curves(histories, out / "curves.png")
+
+
+def _roc_plot(y: np.ndarray, score: np.ndarray, classes: list[str], path: Path) -> None:
     from .metrics import eer, roc_curve
 
     plt = _plt()
@@ -288,19 +357,15 @@ def final_plots(y: np.ndarray, score: np.ndarray, histories: list[list[dict]], o
     ax.plot(fpr, tpr, lw=1.5)
     ax.plot([0, 1], [0, 1], ls=":", c="gray")
     ax.plot([e], [1 - e], "o", label=f"EER {100 * e:.1f} % at {thr:.2f}")
-    ax.set(xlabel="false open rate", ylabel="true open rate", title="ROC on the validation images")
+    ax.set(xlabel=f"false {classes[1]} rate", ylabel=f"true {classes[1]} rate", title="ROC on the validation images")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(out / "roc.png")
+    fig.savefig(path)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    for c, name in ((0, "closed"), (1, "open")):
-        ax.hist(score[y == c], bins=np.linspace(0, 1, 26), alpha=0.6, label=f"true {name} ({int((y == c).sum())})")
-    ax.set(xlabel="P(open)", ylabel="images", title="Scores per true class")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "hist.png")
-    plt.close(fig)
+
+
+def _curves(histories: list[list[dict]], path: Path) -> None:
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
     for k, history in enumerate(histories):
         ep, tag = [h["epoch"] for h in history], f" (member {k + 1})" if len(histories) > 1 else ""
@@ -311,5 +376,5 @@ def final_plots(y: np.ndarray, score: np.ndarray, histories: list[list[dict]], o
     ax.set(xlabel="epoch", title="FixMatch training")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "curves.png")
+    fig.savefig(path)
     plt.close(fig)

@@ -1,13 +1,13 @@
 """``pseudolabel retrain``: the final model, FixMatch on the merged set.
 
-Labeled: every image now in ``0/`` or ``1/`` (the folders are the truth): seed labels,
-images a person reviewed (on the page or by hand) and images only the vote decided,
+Labeled: every image now in a class folder (the folders are the truth): seed labels,
+images a person reviewed (on the page or by hand) and images only machines placed,
 which get ``vote_weight``. Unlabeled: by default the whole pool, so consistency is
 learned everywhere; ``unlabeled: unclear`` uses ``unclear/`` only. Validation: the seed
 validation split plus a share of the reviewed images, none of which is trained on.
 
-Writes ``RUN/final/``: model.ts, model.onnx, preprocess.json, metrics.json, roc.png,
-hist.png, curves.png, log.csv, TensorBoard events and the resolved config.
+Writes ``RUN/final/``: model.ts, model.onnx, preprocess.json, metrics.json, confusion.png,
+hist.png, roc.png (two classes), curves.png, log.csv, TensorBoard events and the resolved config.
 """
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import report
+from . import report, runstate
 from .config import Config, RetrainConfig, SeedTrainConfig, dump_config
 from .data import Problems, load_image
 from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
-from .metrics import classification_metrics
-from .models import TTA, Ensemble, build_backbone, fit_module
+from .metrics import classification_metrics, model_metrics
+from .models import TTA, Ensemble, create_backbone, fit_module, norm_stats
 from .pretrain import pretrain_cached
 from .review import ReviewState, journal_path_for
 
@@ -53,22 +53,15 @@ def _held_out(image: str, share: float) -> bool:
 
 
 def label_sources(run_dir: Path, journal: Path) -> tuple[dict[str, tuple[str, str]], ReviewState]:
-    """{image: (folder now, kind)} with kind in seed-train, seed-val, reviewed, vote, unclear."""
+    """{image: (folder now, kind)}: kind is :func:`runstate.provenance`'s, or "unclear" for any
+    image now in unclear/ (unlabeled for the final model)."""
     state = ReviewState(run_dir, journal)
-    run_rows = {r["image"]: r for r in state.rows}
+    rows = {r["image"]: r for r in state.rows}
     decided = state.journal.last_decisions()
     out = {}
     for image, folder in state.where().items():
-        row = run_rows[image]
-        if folder == "unclear":
-            kind = "unclear"
-        elif row["source"].startswith("seed"):
-            kind = row["source"]
-        elif image in decided or folder != row["decision"]:
-            kind = "reviewed"  # decided on the page, or moved by hand
-        else:
-            kind = "vote"
-        out[image] = (folder, kind)
+        kind = runstate.provenance(rows[image], folder, (decided.get(image) or {}).get("label"))
+        out[image] = (folder, runstate.UNCLEAR if folder == runstate.UNCLEAR else kind)
     return out, state
 
 
@@ -80,25 +73,28 @@ def gather(cfg: Config, run_dir: Path, journal: Path, problems: Problems) -> Mer
     for image, (folder, kind) in sorted(sources.items()):
         path = run_dir / folder / state.items[image].file
         try:
-            x = load_image(path, cfg.image_size, cfg.channels)
+            x = load_image(path, cfg.hw, cfg.channels)
         except (OSError, ValueError) as exc:
             problems.add(f"{path}: cannot read image ({exc}); skipped")
             continue
-        if rc.unlabeled == "pool" or folder == "unclear":
+        if rc.unlabeled == "pool" or folder == runstate.UNCLEAR:
             ulb.append(x)
-        if folder == "unclear":
+        if folder == runstate.UNCLEAR:
             continue
-        y = int(folder)
-        if kind == "seed-val" or (kind == "reviewed" and _held_out(image, rc.review_val_share)):
+        y = state.info.decision_of(folder)
+        person = kind in (runstate.REVIEWED, runstate.HAND)
+        if kind == runstate.SEED_VAL or (person and _held_out(image, rc.review_val_share)):
             val.append((x, y))
         else:
-            lb.append((x, y, rc.vote_weight if kind == "vote" else 1.0))
+            lb.append((x, y, 1.0 if runstate.human(kind) else rc.vote_weight))
     if len({y for _, y, _ in lb}) < 2:
-        raise ValueError(f"{run_dir}: need labeled images of both classes in 0/ and 1/")
+        raise ValueError(f"{run_dir}: need labeled images of at least two classes in the class folders")
     if not val:
         raise ValueError(f"{run_dir}: no validation images (split.csv seed-val or reviewed images)")
     kinds = [k for _, k in sources.values()]
-    counts = {k: kinds.count(k) for k in ("seed-train", "seed-val", "reviewed", "vote", "unclear")}
+    counts = {k: kinds.count(k) for k in ("seed-train", "seed-val", "reviewed", "hand", "vote", "final", "unclear")}
+    counts["reviewed"] += counts.pop("hand")
+    counts["vote"] += counts.pop("final")
     counts.update(labeled=len(lb), unlabeled=len(ulb), validation=len(val))
     return MergedSet(
         x_lb=np.stack([x for x, _, _ in lb]), y_lb=np.array([y for _, y, _ in lb]),
@@ -151,13 +147,19 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     whether SimCLR's weights came from ``cache``)."""
     rc = cfg.retrain
     torch.manual_seed(seed)
-    module = build_backbone(rc.backbone, cfg.channels, cfg.image_size, rc.input_size, rc.variant)
+    module = create_backbone(rc.backbone, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
+                             input_size=rc.input_size, variant=rc.variant, width=rc.width, norm=norm_stats(cfg))
     network = {"backbone": rc.backbone, "variant": rc.variant, "input_size": rc.input_size, "channels": cfg.channels,
                "image_size": cfg.image_size}  # fmt: skip
+    if cfg.num_classes != 2 or rc.width != 16 or cfg.normalize != "none":  # keys of earlier runs stay valid
+        network.update(classes=cfg.num_classes, width=rc.width, mean=cfg.mean, std=cfg.std)
+    extra = {} if (rc.pretrain_batch_size, rc.pretrain_lr) == (256, 2e-3) else {"batch_size": rc.pretrain_batch_size,
+                                                                              "lr": rc.pretrain_lr}  # fmt: skip
     pre, cached = pretrain_cached(module, data.x_ulb, cache=cache, settings=network, epochs=rc.pretrain_epochs,
-                                  temperature=rc.pretrain_temperature, seed=seed,
-                                  progress=progress) if rc.pretrain_epochs else ([], False)  # fmt: skip
-    warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=64, lr=2e-3, patience=rc.warmup_epochs)
+                                  temperature=rc.pretrain_temperature, seed=seed, progress=progress,
+                                  **extra) if rc.pretrain_epochs else ([], False)  # fmt: skip
+    warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=rc.warmup_batch_size, lr=rc.warmup_lr,
+                           patience=rc.warmup_epochs)
     if rc.warmup_epochs:
         fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, seed, "warm-up", progress)
     fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc), seed,
@@ -195,11 +197,14 @@ def with_tta(module: torch.nn.Module, mode: str) -> torch.nn.Module:
     return module if mode == "none" else TTA(module, mode)
 
 
-def evaluate_final(y: np.ndarray, score: np.ndarray, user_threshold: float) -> dict:
-    """Figures at 0.5, at the EER threshold and at the user's threshold, with confusion matrices."""
-    base = classification_metrics(y, score, 0.5)
-    out = {"n": base["n"], "eer": base["eer"], "eer_threshold": base["eer_threshold"], "roc_auc": base["roc_auc"]}
-    for name, t in (("at_0.5", 0.5), ("at_eer_threshold", base["eer_threshold"]), ("at_user_threshold", user_threshold)):
+def evaluate_final(y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...], user_threshold: float) -> dict:
+    """(N,) true classes, (N, K) probabilities -> :func:`metrics.model_metrics`, and for K = 2 also the
+    figures at 0.5, at the EER threshold and at the user's threshold on P(class 1), with confusion matrices."""
+    out = model_metrics(y, probs, classes)
+    if probs.shape[1] != 2:
+        return out
+    score = probs[:, 1]
+    for name, t in (("at_0.5", 0.5), ("at_eer_threshold", out["eer_threshold"]), ("at_user_threshold", user_threshold)):
         m = classification_metrics(y, score, t)
         pred = (score >= t).astype(int)
         cm = [[int(((y == a) & (pred == b)).sum()) for b in (0, 1)] for a in (0, 1)]
@@ -212,15 +217,15 @@ def retrain(cfg: Config, run_dir: Path, journal: Path | None = None, overwrite: 
     """Train, evaluate and export the final model into ``run_dir/final``. Returns metrics.json's content.
 
     Holds ``run_dir/.final.lock`` throughout: a second retrain of the same run is refused."""
-    from .pipeline import output_lock
+    from .runstate import output_lock
 
     with output_lock(Path(run_dir) / "final", what="retrain"):
         return _retrain_locked(cfg, Path(run_dir), journal, overwrite, progress)
 
 
 def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite: bool, progress: bool) -> dict:
-    from .pipeline import publish, write_manifest
     from .predict import export_model
+    from .runstate import publish, write_manifest
 
     t0 = time.perf_counter()
     out = run_dir / "final"
@@ -234,14 +239,14 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     try:
         rc = cfg.retrain
         module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE)
-        score = predict_probs(module, torch.from_numpy(data.x_val).float() / 255)[:, 1].numpy()
-        metrics = evaluate_final(data.y_val, score, rc.threshold_user)
+        probs = predict_probs(module, torch.from_numpy(data.x_val).float() / 255).numpy().astype(np.float64)
+        metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
         metrics.update(backbone=rc.backbone, tta=rc.tta, parameters=sum(p.numel() for p in module.parameters()),
                        train_seconds=round(sum(m["train_seconds"] for m in members), 1),
                        pretrain_seconds=round(sum(m["pretrain_seconds"] for m in members), 1), members=members,
                        counts=data.counts, problems=problems.lines)  # fmt: skip
         export_model(module, cfg, partial)
-        report.final_plots(data.y_val, score, histories, partial)
+        report.final_plots(data.y_val, probs, list(cfg.classes), metrics["confusion"], histories, partial)
         dump_config(cfg, partial / "config.yaml")
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -250,6 +255,7 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    report.write_final_section(run_dir / "report.md", metrics)
+    if (run_dir / report.RUN_SUMMARY).is_file():
+        report.render(run_dir)
     write_manifest(run_dir)  # the run's report changed
     return metrics

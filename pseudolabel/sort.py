@@ -8,7 +8,6 @@ file manager shows them most useful first.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -17,51 +16,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .vote import UNCLEAR
+from .runstate import UNCLEAR, fsync_dir, write_atomic
 
-FOLDERS = ("0", "1", "unclear")
 PENDING = "resort-plan.json"  # a re-sort's moves and its new predictions.csv, written before any file moves
-PREDICTION_FIELDS = ("image", "file", "decision", "queue_rank", "source", "issue")  # predictions.csv, besides scores
-
-
-def model_columns(header: list[str]) -> list[str]:
-    """The model-score columns of a predictions.csv header (every column that is not a fixed field)."""
-    return [k for k in header if k not in PREDICTION_FIELDS]
-
-
-def read_predictions(run_dir: Path) -> list[dict]:
-    """The rows of ``run_dir``/predictions.csv, one dict per pool image, in file order."""
-    with open(Path(run_dir) / "predictions.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def folder_of(decision: int) -> str:
-    return "unclear" if decision == UNCLEAR else str(int(decision))
-
-
-def decision_of(folder: str) -> int:
-    """The inverse of :func:`folder_of`: "0" -> 0, "1" -> 1, "unclear" -> -1."""
-    return UNCLEAR if folder == "unclear" else int(folder)
 
 
 def file_name(image: str, decision: int, rank: int) -> str:
     """Name of the image inside its run folder: nested paths are flattened with '__';
     unclear images get their 1-based queue rank as a 5-digit prefix."""
     flat = image.replace("/", "__")
-    return f"{rank:05d}_{flat}" if decision == UNCLEAR else flat
+    return f"{rank:05d}_{flat}" if decision < 0 else flat
 
 
 @dataclass(frozen=True)
 class Placement:
     image: str  # name relative to the images folder
-    folder: str  # "0", "1" or "unclear"
+    folder: str  # a class folder or "unclear"
     file: str  # file name inside that folder
 
 
-def plan(images: list[str], decision: np.ndarray, rank: np.ndarray) -> list[Placement]:
-    """Where each image goes. images: (N,) names; decision, rank: (N,) from :func:`vote`."""
+def plan(images: list[str], decision: np.ndarray, rank: np.ndarray, folders: tuple[str, ...]) -> list[Placement]:
+    """Where each image goes. images: (N,) names; decision, rank: (N,) from :func:`vote`;
+    folders: the K class folder names in class order."""
     return [
-        Placement(img, folder_of(int(d)), file_name(img, int(d), int(r)))
+        Placement(img, UNCLEAR if d < 0 else folders[int(d)], file_name(img, int(d), int(r)))
         for img, d, r in zip(images, decision, rank)
     ]
 
@@ -79,33 +57,16 @@ def link_or_copy(src: Path, dst: Path) -> str:
         return "copy"
 
 
-def materialize(placements: list[Placement], images_root: Path, run_dir: Path) -> dict[str, int]:
-    """Create ``run_dir/{0,1,unclear}/`` and fill them. Returns how many were linked and copied."""
-    for f in FOLDERS:
+def materialize(placements: list[Placement], images_root: Path, run_dir: Path, folders: tuple[str, ...]
+                ) -> dict[str, int]:
+    """Create ``run_dir/<folder>/`` for every class folder and unclear/, and fill them.
+    Returns how many were linked and copied."""
+    for f in (*folders, UNCLEAR):
         (run_dir / f).mkdir(parents=True, exist_ok=True)
     counts = {"link": 0, "copy": 0}
     for p in placements:
         counts[link_or_copy(images_root / p.image, run_dir / p.folder / p.file)] += 1
     return counts
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` all at once (temporary file, fsync, rename, fsync of the folder)."""
-    tmp = path.parent / f".{path.name}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def move_within(run_dir: Path, moves: list[tuple[str, str]], predictions: str) -> int:
@@ -125,7 +86,7 @@ def finish_pending(run_dir: Path) -> int:
     if not plan_path.is_file():
         return 0
     plan = json.loads(plan_path.read_text())
-    done = 0
+    done, touched = 0, set()
     for src, dst in plan["moves"]:
         s, d = run_dir / src, run_dir / dst
         if s.exists() and d.exists():
@@ -133,9 +94,9 @@ def finish_pending(run_dir: Path) -> int:
         if s.exists():
             os.rename(s, d)
             done += 1
-    for f in FOLDERS:
-        if (run_dir / f).is_dir():
-            fsync_dir(run_dir / f)
+        touched.add(d.parent)
+    for f in touched:
+        fsync_dir(f)
     write_atomic(run_dir / "predictions.csv", plan["predictions"])
     plan_path.unlink()
     fsync_dir(run_dir)

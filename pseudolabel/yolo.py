@@ -41,28 +41,30 @@ def _import_ultralytics() -> None:
     Image.open = getattr(patches, "_image_open", pil_open)  # PIL's own, even if ultralytics came in earlier
 
 
-def yolo_imgsz(size: int) -> int:
-    """ultralytics rounds imgsz up to a multiple of 32."""
-    return max(32, math.ceil(size / 32) * 32)
+def yolo_imgsz(size: int | tuple[int, int]) -> tuple[int, int]:
+    """ultralytics rounds imgsz up to a multiple of 32: (height, width)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return max(32, math.ceil(h / 32) * 32), max(32, math.ceil(w / 32) * 32)
 
 
 class YoloCls(nn.Module):
     """ultralytics ClassificationModel with inputs resized to ``imgsz``, channels-last layout
     (28 % faster training on this CPU) and logits out in every mode."""
 
-    def __init__(self, net: nn.Module, imgsz: int):
+    def __init__(self, net: nn.Module, imgsz: tuple[int, int]):
         super().__init__()
-        self.net, self.imgsz = net.to(memory_format=torch.channels_last), imgsz
+        self.net, self.imgsz = net.to(memory_format=torch.channels_last), tuple(imgsz)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.imgsz:
+        if tuple(x.shape[-2:]) != self.imgsz:
             x = F.interpolate(x, size=self.imgsz, mode="bilinear", align_corners=False)
         out = self.net(x.contiguous(memory_format=torch.channels_last))
         return out[1] if isinstance(out, (tuple, list)) else out
 
 
-def build_yolo_cls(variant: str, channels: int, image_size: int, num_classes: int = 2) -> YoloCls:
-    """YOLOv8-cls (``variant`` n, s or m) from its yaml, randomly initialised, ``channels`` inputs."""
+def build_yolo_cls(variant: str, channels: int, image_size: int | tuple[int, int], num_classes: int = 2) -> YoloCls:
+    """YOLOv8-cls (``variant`` n, s or m) from its yaml, randomly initialised, ``channels`` inputs,
+    ``num_classes`` outputs, inputs resized to ``image_size`` ((height, width)) rounded up to 32."""
     if variant not in ("n", "s", "m"):
         raise ValueError(f"yolo variant must be n, s or m, got {variant!r}")
     _import_ultralytics()

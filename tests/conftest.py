@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -45,14 +46,13 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
 
 def make_run(tmp_path: Path, eyes_dir: Path, n: int = 60, seed: int = 0) -> Path:
     """A run folder over n real crops with fixed fake scores (no training): the real vote and
-    sort code place the files; predictions.csv and config.yaml look like `pseudolabel run`'s."""
-    import csv
-
+    sort code place the files; predictions.csv, scores/, run.json and config.yaml look like
+    `pseudolabel run`'s."""
     import numpy as np
     import yaml
 
-    from pseudolabel import sort
-    from pseudolabel.vote import vote
+    from pseudolabel import runstate, sort
+    from pseudolabel.vote import binary_probs, vote
 
     images = tmp_path / "images"
     images.mkdir()
@@ -60,36 +60,201 @@ def make_run(tmp_path: Path, eyes_dir: Path, n: int = 60, seed: int = 0) -> Path
     for name in names:
         shutil.copy2(eyes_dir / "images" / name, images / name)
     rng = np.random.default_rng(seed)
-    a, b = rng.random(n), rng.random(n)
-    v = vote(a, b, margin=0.3)
+    a, b = binary_probs(rng.random(n)), binary_probs(rng.random(n))
+    v = vote(a, b, threshold=0.8)
     run = tmp_path / "run"
-    placements = sort.plan(names, v.decision, v.rank)
-    sort.materialize(placements, images, run)
-    with open(run / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "file", "yolov8-cls", "resnet50", "decision", "queue_rank", "source"])
-        for i, p in enumerate(placements):
-            w.writerow([p.image, f"{p.folder}/{p.file}", f"{a[i]:.6f}", f"{b[i]:.6f}", p.folder,
-                        v.rank[i] if p.folder == "unclear" else "", "vote"])  # fmt: skip
+    folders = ("0", "1")
+    placements = sort.plan(names, v.decision, v.rank, folders)
+    sort.materialize(placements, images, run, folders)
+    rows = [{"image": p.image, "file": f"{p.folder}/{p.file}", "decision": p.folder,
+             "queue_rank": v.rank[i] if p.folder == "unclear" else "", "source": "vote", "issue": ""}
+            for i, p in enumerate(placements)]  # fmt: skip
+    (run / "predictions.csv").write_text(runstate.predictions_text(rows))
+    runstate.save_scores(run, "yolov8-cls", a)
+    runstate.save_scores(run, "resnet50", b)
+    runstate.RunInfo("fake0001", ("closed", "open"), folders, ("yolov8-cls", "resnet50")).save(run)
     (run / "config.yaml").write_text(yaml.safe_dump({"name": "eyes-test", "classes": ["closed", "open"]}))
+    write_summary(run, v.decision, folders)
     return run
 
 
+def write_summary(run: Path, decision, folders: tuple[str, ...], classes=("closed", "open")) -> None:
+    """The run_summary.json `pseudolabel run` would write, for a run made by hand (the report renders from it)."""
+    from pseudolabel import runstate
+
+    summary = {"pipeline": "test", "rule": "a fake vote", "counts": runstate.folder_counts(decision, folders),
+               "classes": list(classes), "folders": list(folders), "models": ["yolov8-cls", "resnet50"],
+               "n_student": 0, "n_seed": 0, "n_train": 0, "n_val": 0, "agreement": 0.5, "disagree": 0, "seconds": {},
+               "issues": {}, "metrics": {}, "problems": []}  # fmt: skip
+    (run / "run_summary.json").write_text(json.dumps(summary))
+
+
 def mark_issue(run: Path, note: str) -> str:
-    """Give the first queue image of ``run`` the label check's ``note`` (an ``issue`` column in
+    """Give the first queue image of ``run`` the label check's ``note`` (an ``issue`` in
     predictions.csv, as `pseudolabel run` writes it). Returns that image's name."""
+    from pseudolabel import runstate
+
+    rows = runstate.read_predictions(run)
+    first = min((r for r in rows if r["queue_rank"]), key=lambda r: int(r["queue_rank"]))["image"]
+    rows = [{**r, "issue": note if r["image"] == first else ""} for r in rows]
+    (run / "predictions.csv").write_text(runstate.predictions_text(rows))
+    return first
+
+
+# ----------------------------------------------------------------------------- the CLI and tiny pipelines
+
+FAST = {"retrain.epochs": 12, "retrain.ema": 0.9, "retrain.mu": 2, "retrain.patience": 12, "retrain.pretrain_epochs": 3}
+
+
+def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
+    """A copy of eyes.yaml over ``images`` and ``labels`` with few epochs."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
+    cfg.update(images=str(images), labels=str(labels), student_max=200)
+    cfg["yolo"].update(epochs=8, fixmatch_epochs=1)
+    cfg["resnet50"].update(epochs=1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`pseudolabel ARGS` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pseudolabel.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def make_seed_run(tmp, eyes, n=300, **overrides):
+    """Run folder over n real crops: seed-labeled images in 0/ and 1/, the rest in unclear/, with a
+    pipeline of few epochs (``FAST``, then ``overrides``)."""
+    import numpy as np
+
+    from pseudolabel import runstate, sort
+    from pseudolabel.config import dump_config, load_config, with_overrides
+    from pseudolabel.data import Problems, clean_seed_labels, list_images, read_seed_labels, split_seeds
+
+    images = tmp / "images"
+    images.mkdir()
+    names = sorted(list_images(eyes / "images")[0])[:n]
+    for name in names:
+        shutil.copy2(eyes / "images" / name, images / name)
+    pr = Problems(quiet=True)
+    classes = ("closed", "open")
+    labels = clean_seed_labels(read_seed_labels(eyes / "targets.json", classes, pr), names, classes, pr, "t")
+    train, val = split_seeds(labels, 80, 0)
+    decision = np.array([labels.get(x, -1) for x in names])
+    rank = np.where(decision < 0, np.cumsum(decision < 0), 0)
+    run = tmp / "run"
+    cfg = with_overrides(load_config(ROOT / "pipelines" / "eyes.yaml"), images=str(images), **{**FAST, **overrides})
+    placements = sort.plan(names, decision, rank, cfg.folders)
+    sort.materialize(placements, images, run, cfg.folders)
+    source = {x: "seed-train" for x in train} | {x: "seed-val" for x in val}
+    rows = [{"image": p.image, "file": f"{p.folder}/{p.file}", "decision": p.folder, "queue_rank": r or "",
+             "source": source.get(p.image, "vote"), "issue": ""} for p, r in zip(placements, rank)]  # fmt: skip
+    (run / "predictions.csv").write_text(runstate.predictions_text(rows))
+    for m in cfg.models:
+        runstate.save_scores(run, m, np.full((len(names), 2), 0.5))
+    runstate.RunInfo.new(cfg).save(run)
+    dump_config(cfg, run / "config.yaml")
+    write_summary(run, decision, cfg.folders)
+    return run, images, val, labels
+
+
+def dev_subset(eyes: Path, n: int):
+    """(N, 1, 24, 24) uint8 crops and (N,) true labels of the first ``n`` dev-labeled eyes images."""
     import csv
 
-    path = run / "predictions.csv"
-    rows = list(csv.DictReader(open(path)))
-    first = min((r for r in rows if r["queue_rank"]), key=lambda r: int(r["queue_rank"]))["image"]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, [*rows[0], "issue"])
-        w.writeheader()
-        w.writerows({**r, "issue": note if r["image"] == first else ""} for r in rows)
-    return first
+    import numpy as np
+
+    from pseudolabel.data import load_image
+
+    with open(eyes / "dev_labels.csv") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["image"])[:n]
+    x = np.stack([load_image(eyes / "images" / r["image"], 24, 1) for r in rows])
+    return x, np.array([int(r["label"]) for r in rows])
 
 
 @pytest.fixture
 def fake_run(eyes: Path, tmp_path: Path) -> Path:
     return make_run(tmp_path, eyes)
+
+
+# ----------------------------------------------------------------------------- a generated K = 3 colour set
+
+COLORS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def make_color_data(root: Path, n_per_class: int = 30, size: tuple[int, int] = (40, 32), seed: int = 0
+                    ) -> dict[str, str]:
+    """cleanlab's make_data habit: a small generated data set with a known truth. Three classes of
+    non-square (height x width) colour JPEGs: a noisy background of the class's colour with a random
+    grey bar across it. Writes ``root/<name>.jpg``; returns {name: class}."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    h, w = size
+    for k in range(n_per_class * len(COLORS)):
+        cls = list(COLORS)[k % len(COLORS)]
+        img = np.clip(np.array(COLORS[cls])[None, None] + rng.normal(0, 35, (h, w, 3)), 0, 255)
+        y0 = rng.integers(0, h - 6)
+        img[y0 : y0 + 6] = rng.integers(60, 200)
+        name = f"img{k:03d}.jpg"
+        Image.fromarray(img.astype(np.uint8)).save(root / name, quality=92)
+        truth[name] = cls
+    return truth
+
+
+def write_color_pipeline(tmp: Path, images: Path, labels: Path) -> Path:
+    """A pipeline for the generated colour set, with as few steps as still run every stage."""
+    import yaml
+
+    cfg = {"name": "colors", "images": str(images), "labels": str(labels), "classes": list(COLORS),
+           "folder_names": "name", "image_size": [40, 32], "channels": 3, "normalize": "pool", "n_train": 15,
+           "threshold": [0.4, 0.34], "student_max": 50,
+           "yolo": {"epochs": 3, "fixmatch_epochs": 1, "batch_size": 8}, "resnet50": {"epochs": 1, "batch_size": 16},
+           "label_check": {"folds": 2, "epochs": 1},
+           "retrain": {"members": 1, "pretrain_epochs": 1, "pretrain_batch_size": 32, "warmup_epochs": 2,
+                       "epochs": 2, "tta": "flip"},
+           "resort": {"accept": 0.5, "keep_agreed": 0.9}}  # fmt: skip
+    path = tmp / "colors.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def make_color_run(tmp_path: Path, n: int = 45, seed: int = 0) -> Path:
+    """A run folder over the generated colour set with fixed fake (N, 3) scores (no training), as
+    :func:`make_run` makes for the eyes: folders red/, green/, blue/ and unclear/."""
+    import numpy as np
+    import yaml
+
+    from pseudolabel import runstate, sort
+    from pseudolabel.vote import vote
+
+    images = tmp_path / "cimages"
+    make_color_data(images, n_per_class=n // 3, seed=seed)
+    names = sorted(p.name for p in images.iterdir())
+    rng = np.random.default_rng(seed)
+    a, b = rng.dirichlet(np.ones(3) * 0.5, len(names)), rng.dirichlet(np.ones(3) * 0.5, len(names))
+    v = vote(a, b, threshold=0.6)
+    folders = tuple(COLORS)
+    run = tmp_path / "crun"
+    placements = sort.plan(names, v.decision, v.rank, folders)
+    sort.materialize(placements, images, run, folders)
+    rows = [{"image": p.image, "file": f"{p.folder}/{p.file}", "decision": p.folder,
+             "queue_rank": v.rank[i] if p.folder == "unclear" else "", "source": "vote", "issue": ""}
+            for i, p in enumerate(placements)]  # fmt: skip
+    (run / "predictions.csv").write_text(runstate.predictions_text(rows))
+    runstate.save_scores(run, "yolov8-cls", a)
+    runstate.save_scores(run, "resnet50", b)
+    runstate.RunInfo("fake0003", folders, folders, ("yolov8-cls", "resnet50")).save(run)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "colors-test", "classes": list(folders),
+                                                     "folder_names": "name", "channels": 3, "image_size": [40, 32]}))
+    write_summary(run, v.decision, folders, folders)
+    return run

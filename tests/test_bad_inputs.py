@@ -14,7 +14,7 @@ from PIL import Image
 
 from pseudolabel.data import Problems, clean_seed_labels, load_image, load_pool, read_seed_labels, split_seeds
 from tests.conftest import copy_crops
-from tests.test_cli_run import run_cli, write_pipeline
+from tests.conftest import run_cli, write_pipeline
 
 CLASSES = ("closed", "open")
 

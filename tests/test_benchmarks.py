@@ -58,17 +58,22 @@ def test_run_scores_groups_members_by_run_folder(tmp_path):
     assert {r.name: s.shape for r, s in got.items()} == {"r0": (3, 4), "r1": (1, 4)}
 
 
-def test_margin_sweep_after_a_resort_reads_the_two_seed_models(fake_run, tmp_path, capsys):
-    """`quality.py --run RUN --sweep` replays the vote; a re-sort's `final` column is not a voter."""
+def test_threshold_sweep_after_a_resort_replays_the_two_seed_models(fake_run, tmp_path, capsys):
+    """`quality.py --run RUN --sweep` replays the vote from the voters' kept scores, never the final
+    model's (a re-sort adds those), and the vote at the run's own threshold gives the run's folders."""
     import numpy as np
 
     from benchmarks.quality import sweep
     from pseudolabel.config import ResortConfig
     from pseudolabel.resort import resort_run
-    from pseudolabel.sort import read_predictions
+    from pseudolabel.runstate import read_predictions
+    from pseudolabel.vote import binary_probs
 
     rows = read_predictions(fake_run)
-    resort_run(fake_run, tmp_path / "j.csv", ResortConfig(), scores=np.linspace(0.0, 1.0, len(rows)))
-    sweep(fake_run, {r["image"]: i % 2 for i, r in enumerate(rows)}, margins_a=(0.3, 0.4), margins_b=(0.0,))
+    dev = {r["image"]: int(r["decision"]) for r in rows if r["decision"] != "unclear"}  # the vote's own labels
+    resort_run(fake_run, tmp_path / "j.csv", ResortConfig(), scores=binary_probs(np.linspace(0.0, 1.0, len(rows))))
+    got = sweep(fake_run, dev, thresholds_a=(0.8, 0.9), thresholds_b=(0.8,))
     out = capsys.readouterr().out
-    assert "| margin yolov8-cls | margin resnet50 |" in out and out.count("\n| 0.") == 2
+    assert "| threshold yolov8-cls | threshold resnet50 |" in out and out.count("\n| 0.") == 2
+    assert got[0]["macro_precision"] == 1.0  # threshold 0.8 is make_run's: the folders it made
+    assert got[0]["unclear"] == np.mean([r["decision"] == "unclear" for r in rows])

@@ -2,30 +2,12 @@
 import csv
 import hashlib
 import json
-import subprocess
-import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
-import yaml
 
 from pseudolabel.config import load_config
-from tests.conftest import ROOT, copy_crops, tree_digest
-
-
-def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
-    cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
-    cfg.update(images=str(images), labels=str(labels), student_max=200)
-    cfg["yolo"].update(epochs=8, fixmatch_epochs=1)
-    cfg["resnet50"].update(epochs=1)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pseudolabel.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+from tests.conftest import copy_crops, run_cli, tree_digest, write_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +42,8 @@ def test_run_folder_contents(finished_run):
     tmp, _, _ = finished_run
     run = tmp / "run"
     for name in ("report.md", "scatter.png", "samples_0.png", "samples_1.png", "samples_unclear.png", "curves.png",
-                 "predictions.csv", "metrics.json", "config.yaml", "split.csv", "timings.json"):  # fmt: skip
+                 "predictions.csv", "metrics.json", "config.yaml", "split.csv", "timings.json", "run.json",
+                 "run_summary.json", "scores/yolov8-cls.npy", "scores/resnet50.npy"):  # fmt: skip
         assert (run / name).is_file(), name
     assert not list(tmp.glob(".run.partial")) and not list(tmp.glob(".run.old")), "partial folder left behind"
     manifest = json.loads((run / "manifest.json").read_text())
@@ -72,8 +55,11 @@ def test_run_folder_contents(finished_run):
     assert len(rows) == 300
     files = {p.relative_to(run).as_posix() for f in ("0", "1", "unclear") for p in (run / f).iterdir()}
     assert files == {r["file"] for r in rows}
+    assert list(rows[0]) == ["image", "file", "decision", "queue_rank", "source", "issue"]
+    for m in ("yolov8-cls", "resnet50"):
+        p = np.load(run / "scores" / f"{m}.npy")
+        assert p.shape == (300, 2) and np.allclose(p.sum(1), 1, atol=1e-4)
     for r in rows:
-        assert 0.0 <= float(r["yolov8-cls"]) <= 1.0 and 0.0 <= float(r["resnet50"]) <= 1.0
         assert r["file"].split("/")[0] == r["decision"]
         assert (r["queue_rank"] != "") == (r["decision"] == "unclear")
     seeds = {r["image"]: r for r in rows if r["source"].startswith("seed")}
@@ -111,8 +97,8 @@ def test_second_run_refuses_without_overwrite(finished_run):
     [
         (["--images", "/nonexistent/imgs"], "images folder not found: /nonexistent/imgs"),
         (["--labels", "/nonexistent/t.json"], "seed label file not found: /nonexistent/t.json"),
-        (["--margin", "0.6"], "margin must be in [0, 0.5), or a pair of such, got 0.6"),
-        (["--margin", "0.4,0.5"], "margin must be in [0, 0.5), or a pair of such, got (0.4, 0.5)"),
+        (["--threshold", "1.6"], "threshold must be in (0, 1], one number or one per model (2), got 1.6"),
+        (["--threshold", "0.9,0.5,0.4"], "threshold must be in (0, 1], one number or one per model (2), got (0.9, 0.5, 0.4)"),
     ],
 )
 def test_bad_input_gives_one_line_error(finished_run, args, message):

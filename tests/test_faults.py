@@ -15,8 +15,8 @@ import pytest
 
 from pseudolabel.review import ReviewState
 from tests.conftest import tree_digest
-from tests.test_cli_run import run_cli, write_pipeline
-from tests.test_retrain_predict import make_seed_run
+from tests.conftest import run_cli, write_pipeline
+from tests.conftest import make_seed_run
 
 
 @pytest.fixture

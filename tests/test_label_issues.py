@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from pseudolabel.data import load_image
+from pseudolabel.config import LabelCheckConfig
+from tests.conftest import dev_subset as _dev_subset
 from pseudolabel.label_issues import cnn_fit_predict, find_issues, out_of_fold_probs, requeue, stratified_folds
 from pseudolabel.vote import UNCLEAR
 
@@ -97,13 +99,6 @@ def test_requeue_puts_flagged_first(decision, rank, flagged, quality, want_decis
     assert d.tolist() == want_decision and r.tolist() == want_rank
 
 
-def _dev_subset(eyes, n):
-    with open(eyes / "dev_labels.csv") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: r["image"])[:n]
-    x = np.stack([load_image(eyes / "images" / r["image"], 24, 1) for r in rows])
-    return x, np.array([int(r["label"]) for r in rows])
-
-
 @pytest.mark.slow
 def test_flipped_labels_on_real_crops_are_flagged(eyes):
     """400 real crops with true labels, 12 flipped on purpose. A small CNN trained on 300 mixed,
@@ -115,7 +110,8 @@ def test_flipped_labels_on_real_crops_are_flagged(eyes):
     flip = np.random.default_rng(0).choice(len(truth), 12, replace=False)
     labels = truth.copy()
     labels[flip] = 1 - labels[flip]
-    probs = out_of_fold_probs(x, labels, cnn_fit_predict(1, 24, epochs=10), k=4, seed=0)
+    fit = cnn_fit_predict(LabelCheckConfig(epochs=10), 1, (24, 24), 2)
+    probs = out_of_fold_probs(x, labels, fit, k=4, seed=0)
     mask, quality = find_issues(labels, probs)
     is_flip = np.zeros(len(labels), bool)
     is_flip[flip] = True
@@ -130,6 +126,17 @@ def test_flipped_labels_on_real_crops_are_flagged(eyes):
 def test_issue_note_reads_back(seed, label, p):
     from pseudolabel.label_issues import flagged_label, issue_note
 
-    note = issue_note(seed, label, ("closed", "open"), p)
-    assert note.startswith("seed label says" if seed else "vote says") and f"P(open) = {p:.2f}" in note
+    note = issue_note(seed, label, ("closed", "open"), np.array([1 - p, p]))
+    p_label = p if label == 1 else 1 - p
+    assert note.startswith("seed label says" if seed else "vote says") and f"P({('closed', 'open')[label]}) = {p_label:.2f}" in note
     assert flagged_label(note) == label
+
+
+def test_issue_note_with_ten_classes():
+    from pseudolabel.label_issues import flagged_label, issue_note
+
+    classes = tuple(f"c{k}" for k in range(10))
+    probs = np.full(10, 0.05)
+    probs[7] = 0.55
+    note = issue_note(False, 3, classes, probs)
+    assert note == "vote says 3 (c3); cross-validated P(c3) = 0.05, top: c7 0.55" and flagged_label(note) == 3

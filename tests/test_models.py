@@ -4,17 +4,40 @@ import pytest
 import torch
 
 from pseudolabel.config import Config, SeedTrainConfig
-from pseudolabel.models import build_resnet50, create_seed_model
+from pseudolabel.models import Normalize, create_backbone, create_seed_model
 
 
 @pytest.mark.parametrize("name", ["resnet50", "yolov8-cls"])
-def test_create_seed_model_by_name_has_predict_proba(name):
-    model = create_seed_model(name, Config(), progress=False)
-    x = np.random.default_rng(0).integers(0, 255, (5, 1, 24, 24), dtype=np.uint8)
+@pytest.mark.parametrize("classes,channels,size", [(("closed", "open"), 1, 24), (("r", "g", "b"), 3, (40, 32))])
+def test_create_seed_model_by_name_has_predict_proba(name, classes, channels, size):
+    cfg = Config(classes=classes, channels=channels, image_size=size)
+    model = create_seed_model(name, cfg, progress=False)
+    h, w = cfg.hw
+    x = np.random.default_rng(0).integers(0, 255, (5, channels, h, w), dtype=np.uint8)
     p = model.predict_proba(x)
-    assert p.shape == (5, 2)
+    assert p.shape == (5, len(classes))
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     assert model.num_parameters() > 1e6
+
+
+@pytest.mark.parametrize("name", ["tinycnn", "yolov8-cls", "resnet50", "resnet18"])  # registered, and timm's by name
+@pytest.mark.parametrize("k,channels,size", [(2, 1, 24), (5, 3, (40, 32))])
+def test_create_backbone_gives_k_logits(name, k, channels, size):
+    net = create_backbone(name, num_classes=k, in_chans=channels, image_size=size).eval()
+    h, w = (size, size) if isinstance(size, int) else size
+    with torch.no_grad():
+        out = net(torch.rand(3, channels, h, w))
+    out = out[1] if isinstance(out, (tuple, list)) else out
+    assert out.shape == (3, k)
+
+
+def test_normalisation_is_part_of_the_network():
+    torch.manual_seed(0)
+    net = create_backbone("tinycnn", num_classes=3, in_chans=3, image_size=16, norm=((0.5, 0.4, 0.3), (0.2, 0.2, 0.1)))
+    assert isinstance(net, Normalize)
+    x = torch.rand(2, 3, 16, 16)
+    expected = net.body.eval()((x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.2, 0.1]).view(1, 3, 1, 1))
+    torch.testing.assert_close(net.eval()(x), expected)
 
 
 def test_unknown_seed_model_is_a_clear_error():
@@ -29,7 +52,10 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path):
     donor = timm.create_model("resnet50", num_classes=1000, in_chans=3)
     path = tmp_path / "r50.pth"
     torch.save(donor.state_dict(), path)
-    net = build_resnet50(1, "upsample", 24, 32, pretrained=str(path)).body
+    wrapped = create_backbone("resnet50", num_classes=2, in_chans=1, image_size=24, pretrained=str(path))
+    assert isinstance(wrapped, Normalize)  # the weights' own mean and std, folded to one channel
+    assert wrapped.mean.flatten().tolist() == pytest.approx([(0.485 + 0.456 + 0.406) / 3], abs=1e-6)
+    net = wrapped.body.body
     # deep layers are copied as they are; the classifier is re-made for 2 classes
     assert torch.equal(net.layer3[0].conv1.weight, donor.layer3[0].conv1.weight)
     assert net.fc.out_features == 2
@@ -39,7 +65,7 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path):
 
 def test_missing_pretrained_file_names_it(tmp_path):
     with pytest.raises(ValueError, match="nope.pth"):
-        build_resnet50(1, "upsample", 24, 32, pretrained=str(tmp_path / "nope.pth"))
+        create_backbone("resnet50", num_classes=2, in_chans=1, image_size=24, pretrained=str(tmp_path / "nope.pth"))
 
 
 def test_a_few_supervised_epochs_on_real_crops_beat_chance(eyes):

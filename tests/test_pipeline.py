@@ -4,9 +4,9 @@ import pytest
 from pseudolabel.config import Config
 from pseudolabel.data import Pool
 from pseudolabel.pipeline import Seeds, check_output, final_decisions, student_set, vote_rule
-from pseudolabel.vote import UNCLEAR, Votes
+from pseudolabel.vote import UNCLEAR, Votes, binary_probs
 
-SCORES = np.array([0.99, 0.85, 0.5, 0.15, 0.01, 0.95, 0.3])
+SCORES = binary_probs([0.99, 0.85, 0.5, 0.15, 0.01, 0.95, 0.3])
 
 
 @pytest.mark.parametrize(
@@ -24,13 +24,19 @@ def test_student_set(conf, max_n, exclude, expected_idx, expected_labels):
     assert idx.tolist() == expected_idx and labels.tolist() == expected_labels
 
 
+def test_student_set_with_three_classes():
+    p = np.array([[0.9, 0.05, 0.05], [0.3, 0.3, 0.4], [0.1, 0.85, 0.05], [0.05, 0.05, 0.9]])
+    idx, labels = student_set(p, 0.8, 10, {3}, seed=0)
+    assert idx.tolist() == [0, 2] and labels.tolist() == [0, 1]
+
+
 def test_student_set_caps_at_random_and_is_seeded():
-    s = np.linspace(0, 1, 1000)
+    s = binary_probs(np.linspace(0, 1, 1000))
     idx1, _ = student_set(s, 0.8, 50, set(), seed=3)
     idx2, _ = student_set(s, 0.8, 50, set(), seed=3)
     idx3, _ = student_set(s, 0.8, 50, set(), seed=4)
     assert len(idx1) == 50 and idx1.tolist() == idx2.tolist() and idx1.tolist() != idx3.tolist()
-    assert ((s[idx1] >= 0.8) | (s[idx1] <= 0.2)).all()
+    assert ((s[idx1, 1] >= 0.8) | (s[idx1, 1] <= 0.2)).all()
 
 
 def test_seed_labels_win_over_the_vote():
@@ -49,5 +55,5 @@ def test_check_output_refuses_existing_folder(tmp_path):
 
 
 def test_vote_rule_in_words():
-    rule = vote_rule(Config(margin=(0.48, 0.05)))
-    assert rule == "yolov8-cls ≥ 0.98 and resnet50 ≥ 0.55 (open), or yolov8-cls ≤ 0.02 and resnet50 ≤ 0.45 (closed)"
+    rule = vote_rule(Config(threshold=(0.98, 0.55)))
+    assert rule == "both models' top class is the same, with top probability yolov8-cls ≥ 0.98 and resnet50 ≥ 0.55"

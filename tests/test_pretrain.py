@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 from pseudolabel.augment import to_float
-from pseudolabel.models import TinyCNN, build_backbone
+from pseudolabel.models import TinyCNN, create_backbone
 from pseudolabel.pretrain import embedding_tap, last_linear, nt_xent, pretrain_cached, pretrain_simclr
-from tests.test_label_issues import _dev_subset
+from tests.conftest import dev_subset as _dev_subset
 
 E = torch.eye(4)  # four orthogonal unit embeddings
 
@@ -48,7 +48,7 @@ def test_nt_xent_rejects_bad_input(z1, z2, temperature, match):
 
 @pytest.mark.parametrize("name, dim", [("tinycnn", 64), ("yolov8-cls", 1280)])
 def test_embedding_is_the_last_linear_input(name, dim):
-    net = build_backbone(name, 1, 24).eval()
+    net = create_backbone(name, num_classes=2, in_chans=1, image_size=24).eval()
     with embedding_tap(net) as tap:
         net(torch.rand(3, 1, 24, 24))
     assert last_linear(net).in_features == dim and tuple(tap[0].shape) == (3, dim)

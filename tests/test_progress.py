@@ -8,7 +8,7 @@ import torch
 from pseudolabel import progress
 from pseudolabel.models import TinyCNN
 from pseudolabel.pretrain import pretrain_simclr
-from tests.test_label_issues import _dev_subset
+from tests.conftest import dev_subset as _dev_subset
 
 
 class Terminal(io.StringIO):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pseudolabel.data import Problems
-from pseudolabel.report import FINAL_TITLE, RESORT_TITLE, review_curve_section, write_final_section
+from pseudolabel.report import FINAL_TITLE, RESORT_TITLE, RUN_SUMMARY, render, review_curve_section
 
 GOOD = {"source": "bench", "points": [{"answers": 50, "dev_acc": 0.959, "dev_eer": 0.039, "held_out_acc": 0.97},
                                       {"answers": 0, "dev_acc": 0.952, "dev_eer": 0.047, "held_out_acc": 0.952}]}
@@ -39,31 +39,38 @@ def test_no_curve_configured(tmp_path):
 
 METRICS = {"counts": {"labeled": 3105, "seed-train": 79, "seed-val": 17, "reviewed": 0, "vote": 3026,
                       "unlabeled": 3998},
-           "at_0.5": {"accuracy": 1.0}, "members": [{"pretrain_cached": True}, {"pretrain_cached": False}],
+           "accuracy": 1.0, "macro_f1": 1.0, "members": [{"pretrain_cached": True}, {"pretrain_cached": False}],
            "backbone": "tinycnn", "parameters": 144000, "tta": "flip+shift", "n": 17, "eer": 0.0, "roc_auc": 1.0,
            "seconds": 704, "pretrain_seconds": 150, "train_seconds": 520}
-TOP, ISSUES = "# Run report\n\n## Where everything went\n\ntable\n", "## Likely label errors\n\nnone\n"
-RESORTED = f"{RESORT_TITLE}\n\nmoved\n"
+SUMMARY = {"pipeline": "p", "rule": "a rule", "counts": {"red": 5, "green": 3, "blue": 1, "unclear": 1},
+           "classes": ["red", "green", "blue"], "folders": ["red", "green", "blue"], "models": ["m1", "m2"],
+           "n_student": 0, "n_seed": 6, "n_train": 3, "n_val": 3, "agreement": 0.9, "disagree": 1,
+           "seconds": {"load": 1.0}, "issues": {}, "metrics": {"m1": {"accuracy": 0.5, "top2_accuracy": 0.9,
+           "macro_precision": 0.4, "macro_recall": 0.5, "macro_f1": 0.45, "parameters": 1e6, "train_seconds": 3}},
+           "problems": ["a.jpg: cannot read image"]}  # fmt: skip
+RESORTED = {"accept": [0.9, 0.9, 0.8], "keep_agreed": 0.9, "kept_agreed": 2, "settled_flags": 0, "flags_left": 0,
+            "before": {"red": 5, "green": 3, "blue": 1, "unclear": 1}, "after": {"red": 6, "green": 3, "blue": 1,
+            "unclear": 0}, "movable": 4, "moved": {"unclear->red": 1}, "seconds": 1}  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "before, order",
-    [
-        (TOP + "\n" + ISSUES, ["## Where", FINAL_TITLE, "## Likely"]),  # after run: before the label errors
-        (TOP + "\n" + RESORTED + "\n" + ISSUES, ["## Where", FINAL_TITLE, RESORT_TITLE, "## Likely"]),  # after resort
-        (TOP + f"\n{FINAL_TITLE}\n\nold figures\n\n" + ISSUES, ["## Where", FINAL_TITLE, "## Likely"]),  # replaced
-        ("", [FINAL_TITLE]),  # no report yet
-    ],
-)
-def test_the_final_model_section_goes_in_once_and_in_order(tmp_path, before, order):
-    md = tmp_path / "report.md"
-    if before:
-        md.write_text(before)
-    write_final_section(md, METRICS)
-    write_final_section(md, METRICS)  # a second retrain replaces it
-    text = md.read_text()
-    assert text.count(FINAL_TITLE) == 1 and "old figures" not in text
+@pytest.mark.parametrize("final,resorted", [(False, False), (True, False), (False, True), (True, True)])
+def test_the_report_is_rendered_from_each_stages_json(tmp_path, final, resorted):
+    """run, retrain and resort each write their JSON; the report shows each stage's section once,
+    in order, whatever ran, and a second render gives the same page."""
+    (tmp_path / RUN_SUMMARY).write_text(json.dumps(SUMMARY))
+    if final:
+        (tmp_path / "final").mkdir()
+        (tmp_path / "final" / "metrics.json").write_text(json.dumps(METRICS))
+    if resorted:
+        (tmp_path / "resort.json").write_text(json.dumps(RESORTED))
+    text = render(tmp_path).read_text()
+    assert render(tmp_path).read_text() == text
+    order = ["## Where", *([FINAL_TITLE] if final else []), *([RESORT_TITLE] if resorted else []), "## Likely"]
     assert [text.index(h) for h in order] == sorted(text.index(h) for h in order)
-    assert "3105 labeled images (seed 79, reviewed 0, placed by machines 3026) and 3998 unlabeled" in text
-    assert "17 images: accuracy 1.000" in text and "1 of 2 from the cache" in text and "the 17 seed labels held" in text
-    assert all(line in text for line in before.splitlines() if line not in ("old figures",))
+    assert all(text.count(h) == 1 for h in order)
+    assert "| red/ | 5 |" in text and "### blue/" in text and "- a.jpg: cannot read image" in text
+    assert "| m1 | 0.5000 | 0.9000 |" in text  # K = 3: top-2 and macro figures, no EER
+    assert ("3105 labeled images (seed 79, reviewed 0, placed by machines 3026) and 3998 unlabeled" in text) == final
+    assert ("17 images: accuracy 1.000" in text and "1 of 2 from the cache" in text) == final
+    assert ("Now, after `pseudolabel resort`:** `red/` 6, `green/` 3, `blue/` 1, `unclear/` 0" in text) == resorted
+    assert ("red >= 0.9, green >= 0.9, blue >= 0.8" in text) == resorted

@@ -5,15 +5,17 @@ import os
 import numpy as np
 import pytest
 
-from pseudolabel import sort
+from pseudolabel import runstate, sort
 from pseudolabel.config import ResortConfig
-from pseudolabel.pipeline import output_lock
 from pseudolabel.resort import movable_images, resort, resort_run
 from pseudolabel.review import ReviewState, review_work
+from pseudolabel.runstate import output_lock
+from pseudolabel.vote import binary_probs
 from tests.conftest import mark_issue, tree_digest
 
 U = -1
-RULE = {"closed_below": 0.02, "open_above": 0.998}
+RULE = {"accept": (0.98, 0.998)}  # 0/ at P(class 1) <= 0.02, 1/ at >= 0.998
+FOLDERS = ("0", "1", "unclear")
 
 
 @pytest.mark.parametrize(
@@ -32,8 +34,27 @@ RULE = {"closed_below": 0.02, "open_above": 0.998}
     ],
 )
 def test_resort_rule(score, now, movable, expected):
-    d, rank = resort(np.array([score]), np.array([now]), np.array([movable]), np.array([False]), **RULE)
+    d, rank = resort(binary_probs([score]), np.array([now]), np.array([movable]), np.array([False]), **RULE)
     assert d[0] == expected and rank[0] == (1 if expected == U else 0)
+
+
+# K = 3: (probabilities, where it is now, voted, expected)
+K3 = [
+    ([0.96, 0.02, 0.02], U, False, 0),  # sure enough for class 0 (0.95)
+    ([0.02, 0.9, 0.08], U, False, U),  # class 1 needs 0.99
+    ([0.0, 0.995, 0.005], U, False, 1),
+    ([0.1, 0.1, 0.8], U, False, 2),  # class 2 needs only 0.8
+    ([0.1, 0.2, 0.7], 2, False, U),  # the final model doubts the vote's 2: back for review
+    ([0.1, 0.2, 0.7], 2, True, 2),  # ... unless the vote put it there and it agrees at keep_agreed (0.6)
+    ([0.5, 0.1, 0.4], 2, True, U),  # it does not give class 2 enough
+]
+
+
+@pytest.mark.parametrize("probs,now,voted,expected", K3)
+def test_resort_rule_for_three_classes(probs, now, voted, expected):
+    d, _ = resort(np.array([probs]), np.array([now]), np.array([True]), np.array([False]), accept=(0.95, 0.99, 0.8),
+                  voted=np.array([voted]), keep_agreed=0.6)  # fmt: skip
+    assert d[0] == expected
 
 
 @pytest.mark.parametrize(
@@ -51,8 +72,8 @@ def test_resort_rule(score, now, movable, expected):
     ],
 )
 def test_resort_keeps_a_vote_the_final_model_agrees_with(score, now, voted, keep, expected):
-    d, _ = resort(np.array([score]), np.array([now]), np.array([True]), np.array([False]), voted=np.array([voted]),
-                  keep_agreed=keep, **RULE)  # fmt: skip
+    d, _ = resort(binary_probs([score]), np.array([now]), np.array([True]), np.array([False]),
+                  voted=np.array([voted]), keep_agreed=keep, **RULE)  # fmt: skip
     assert d[0] == expected
 
 
@@ -71,7 +92,7 @@ def test_resort_keeps_a_vote_the_final_model_agrees_with(score, now, voted, keep
 )
 def test_movable_images(source, issue, decided, put, now, settle, expected):
     row = {"image": "a.jpg", "source": source, "decision": put, "issue": issue}
-    got = movable_images([row], {"a.jpg": now}, {"a.jpg"} if decided else set(), settle)
+    got = movable_images([row], {"a.jpg": now}, {"a.jpg": {"label": "unsure"}} if decided else {}, settle)
     assert got.tolist() == [expected]
 
 
@@ -79,7 +100,7 @@ def test_queue_puts_flagged_first_then_least_sure():
     s = np.array([0.9, 0.5, 0.3, 0.001, 0.6, 0.2])
     now = np.full(6, U)
     first = np.array([False, False, False, False, False, True])
-    d, rank = resort(s, now, np.ones(6, bool), first, **RULE)
+    d, rank = resort(binary_probs(s), now, np.ones(6, bool), first, **RULE)
     assert d.tolist() == [U, U, U, 0, U, U]
     assert rank.tolist() == [5, 2, 4, 0, 3, 1]  # flagged 0.2 first, then |s - 0.5| = 0, 0.1, 0.2, 0.4
 
@@ -87,12 +108,13 @@ def test_queue_puts_flagged_first_then_least_sure():
 @pytest.mark.parametrize(
     "scores,kwargs,match",
     [
-        ([0.5, 1.2], RULE, "scores must lie in"),
-        ([0.5, np.nan], RULE, "scores must lie in"),
-        ([0.5], RULE, "one length"),
-        ([0.5, 0.5], {"closed_below": 0.6, "open_above": 0.9}, "closed_below < 0.5 < open_above"),
-        ([0.5, 0.5], {**RULE, "keep_agreed": 0.5}, r"keep_agreed must be in \(0.5, 1\], got 0.5"),
-        ([0.5, 0.5], {**RULE, "voted": np.ones(3, bool)}, "one length"),
+        ([[0.5, 0.5], [-0.2, 1.2]], RULE, r"must lie in \[0, 1\]"),
+        ([[0.5, 0.5], [np.nan, 0.5]], RULE, r"must lie in \[0, 1\]"),
+        ([[0.5, 0.5]], RULE, "for N = 1"),
+        ([[0.5, 0.5], [0.5, 0.5]], {"accept": (0.9, 0.9, 0.9)}, r"one threshold in \(0, 1\] per class \(2\)"),
+        ([[0.5, 0.5], [0.5, 0.5]], {"accept": (0.0, 0.9)}, "per class"),
+        ([[0.5, 0.5], [0.5, 0.5]], {**RULE, "keep_agreed": 0.0}, r"keep_agreed must be in \(0, 1\], got 0.0"),
+        ([[0.5, 0.5], [0.5, 0.5]], {**RULE, "voted": np.ones(3, bool)}, "for N = 2"),
     ],
 )
 def test_resort_rejects_bad_input(scores, kwargs, match):
@@ -105,10 +127,15 @@ def rows_of(run):
 
 
 def fixed_scores(run, seed=1):
-    """Fake final model: fixed scores in predictions.csv order, half of them confident."""
+    """Fake final model: fixed P(class 1) in predictions.csv order, half of them confident."""
     n = len(rows_of(run))
     rng = np.random.default_rng(seed)
     return np.where(rng.random(n) < 0.5, rng.choice([0.001, 0.9999], n), rng.random(n))
+
+
+def final_scores(run):
+    """P(class 1) of the final model, as resort kept it in scores/final.npy."""
+    return runstate.load_scores(run, "final")[:, 1]
 
 
 @pytest.fixture
@@ -142,8 +169,8 @@ def test_resort_moves_only_machine_placed_images(touched, tmp_path):
             scores[i] = 0.0001 if before[r["image"]] == "1" else 0.9999
         elif r["source"] == "vote" and r["decision"] in "01" and i % 3 == 0:  # and agrees, not surely, with some votes
             scores[i] = 0.95 if r["decision"] == "1" else 0.05
-    rc = ResortConfig()
-    summary = resort_run(run, journal, rc, scores=scores)
+    rc = ResortConfig(accept=(0.95, 0.998))
+    summary = resort_run(run, journal, rc, scores=binary_probs(scores))
     st = ReviewState(run, journal)
     after = st.where()
     assert {who[k]: after[who[k]] for k in who} == {who[k]: before[who[k]] for k in who}  # all left alone
@@ -154,13 +181,13 @@ def test_resort_moves_only_machine_placed_images(touched, tmp_path):
         s, was = scores[i], rows_before[r["image"]]
         agree = (was["decision"], s >= rc.keep_agreed, s <= 1 - rc.keep_agreed) in (("1", True, False), ("0", False, True))
         kept = was["source"] == "vote" and agree
-        assert after[r["image"]] == (was["decision"] if kept else "0" if s <= rc.closed_below else "1"
-                                     if s >= rc.open_above else "unclear"), r  # fmt: skip
-        assert float(r["final"]) == pytest.approx(s, abs=1e-6)
+        assert after[r["image"]] == (was["decision"] if kept else "0" if s <= 1 - rc.accept[0] else "1"
+                                     if s >= rc.accept[1] else "unclear"), r  # fmt: skip
+        assert final_scores(run)[i] == pytest.approx(s, abs=1e-6)
     assert review_work(run, journal) == page_hand  # the page's and the hand's work still count as such
     assert st.status()["problems"] == []
     assert tree_digest(tmp_path / "images") == originals
-    assert summary["after"] == {f: sum(v == f for v in after.values()) for f in sort.FOLDERS}
+    assert summary["after"] == {f: sum(v == f for v in after.values()) for f in FOLDERS}
     assert summary["kept_agreed"] > 0 and f"({summary['kept_agreed']} images)" in (run / "report.md").read_text()
     assert (summary["settled_flags"], summary["flags_left"]) == (0, 1)
     q = st.queue()["items"]
@@ -182,7 +209,8 @@ def test_resort_settles_a_flagged_vote_decision(touched, score, settle, folder):
     run, journal, who = touched
     scores = np.full(len(rows_of(run)), 0.5)
     scores[[r["image"] for r in rows_of(run)].index(who["flagged"])] = score
-    summary = resort_run(run, journal, ResortConfig(settle_flagged=settle), scores=scores)
+    summary = resort_run(run, journal, ResortConfig(settle_flagged=settle, accept=(0.95, 0.998)),
+                         scores=binary_probs(scores))
     st = ReviewState(run, journal)
     assert st.where()[who["flagged"]] == folder
     assert (summary["settled_flags"], summary["flags_left"]) == ((0, 1) if folder == "unclear" else (1, 0))
@@ -200,7 +228,7 @@ def test_resort_cli_keep_flagged(touched, monkeypatch, capsys, flags, folder):
 
     run, journal, who = touched
     names = [r["image"] for r in rows_of(run)]
-    scores = np.where(np.array(names) == who["flagged"], 0.001, 0.5)
+    scores = binary_probs(np.where(np.array(names) == who["flagged"], 0.001, 0.5))
     monkeypatch.setattr(resort_module, "score_run", lambda *a, **k: scores)
     assert cli.main(["resort", str(run), "--journal", str(journal), *flags]) == 0
     assert ReviewState(run, journal).where()[who["flagged"]] == folder
@@ -209,23 +237,24 @@ def test_resort_cli_keep_flagged(touched, monkeypatch, capsys, flags, folder):
 
 def test_resort_is_idempotent_and_keeps_the_journal_readable(touched):
     run, journal, who = touched
-    scores = fixed_scores(run)
+    scores = binary_probs(fixed_scores(run))
     resort_run(run, journal, ResortConfig(), scores=scores)
-    files = sorted(p.relative_to(run).as_posix() for f in sort.FOLDERS for p in (run / f).iterdir())
+    files = sorted(p.relative_to(run).as_posix() for f in FOLDERS for p in (run / f).iterdir())
     again = resort_run(run, journal, ResortConfig(), scores=scores)
-    assert sorted(p.relative_to(run).as_posix() for f in sort.FOLDERS for p in (run / f).iterdir()) == files
+    assert sorted(p.relative_to(run).as_posix() for f in FOLDERS for p in (run / f).iterdir()) == files
     assert not any(again["moved"].values())
-    st = ReviewState(run, journal)  # the run now has a `final` score column; the journal keeps its header
+    st = ReviewState(run, journal)  # the run now has the final model's scores; the journal keeps its header
     image = st.queue()["items"][-1]["image"]
     st.decide(image, "1")
     rows = list(csv.DictReader(open(journal)))
-    assert list(rows[0]) == ["time", "image", "label", "file", "from", "yolov8-cls", "resnet50"]
+    assert list(rows[0]) == ["time", "image", "label", "file", "from"]
     assert rows[-1]["image"] == image and rows[-1]["label"] == "1" and None not in rows[-1]
 
 
 def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_path, monkeypatch):
     journal = tmp_path / "journal.csv"
-    scores = fixed_scores(fake_run)
+    scores = binary_probs(fixed_scores(fake_run))
+    before = rows_of(fake_run)
     real_rename, calls = os.rename, []
 
     def crash_after_three(src, dst):
@@ -238,9 +267,9 @@ def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         resort_run(fake_run, journal, ResortConfig(), scores=scores)
     monkeypatch.setattr(sort.os, "rename", real_rename)
-    assert (fake_run / sort.PENDING).is_file() and "final" not in rows_of(fake_run)[0]
+    assert (fake_run / sort.PENDING).is_file() and rows_of(fake_run) == before
     st = ReviewState(fake_run, journal)  # e.g. `pseudolabel review` opens the run next
-    assert not (fake_run / sort.PENDING).exists() and "final" in rows_of(fake_run)[0]
+    assert not (fake_run / sort.PENDING).exists() and rows_of(fake_run) != before
     assert st.status()["problems"] == []
     for r in rows_of(fake_run):
         assert (fake_run / r["file"]).is_file(), r["file"]
@@ -253,14 +282,14 @@ def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_pat
 def test_resort_is_refused_while_a_review_page_is_open_or_retrain_runs(fake_run, tmp_path, where, holder, match):
     with output_lock(fake_run / where if where else fake_run, what=holder):
         with pytest.raises(ValueError, match=match):
-            resort_run(fake_run, tmp_path / "j.csv", ResortConfig(), scores=fixed_scores(fake_run))
-    assert "final" not in rows_of(fake_run)[0]
+            resort_run(fake_run, tmp_path / "j.csv", ResortConfig(), scores=binary_probs(fixed_scores(fake_run)))
+    assert not (fake_run / "scores" / "final.npy").exists()
 
 
 def test_resort_without_a_final_model_says_what_to_do(fake_run, tmp_path):
     with pytest.raises(ValueError, match="run `pseudolabel retrain`"):
         resort_run(fake_run, tmp_path / "j.csv", ResortConfig())
-    assert "final" not in rows_of(fake_run)[0] and not (fake_run / "resort.json").exists()
+    assert not (fake_run / "scores" / "final.npy").exists() and not (fake_run / "resort.json").exists()
 
 
 def test_the_report_says_up_top_where_the_images_are_now(fake_run, tmp_path):
@@ -268,14 +297,13 @@ def test_the_report_says_up_top_where_the_images_are_now(fake_run, tmp_path):
     the folders as they are now, replaced (not repeated) by the next re-sort."""
     from pseudolabel.report import WHERE_TITLE
 
-    (fake_run / "report.md").write_text(f"# Run report\n\n{WHERE_TITLE}\n\n| vote's table |\n\n## Likely label errors\n")
     scores = fixed_scores(fake_run)
     for s in (scores, np.full_like(scores, 0.5)):  # the second sends every machine-placed image to unclear/
-        a = resort_run(fake_run, tmp_path / "journal.csv", ResortConfig(), scores=s)["after"]
+        a = resort_run(fake_run, tmp_path / "journal.csv", ResortConfig(), scores=binary_probs(s))["after"]
         text = (fake_run / "report.md").read_text()
         top = text.split(WHERE_TITLE)[1].split("## Re-sorted by the final model")[0]
-        assert text.count("Now, after `pseudolabel resort`") == 1 and "| vote's table |" in top
-        assert f"`0/` {a['0']}, `1/` {a['1']}, `unclear/` {a['unclear']} ({100 * a['unclear'] / 60:.1f} %)" in top
+        assert text.count("Now, after `pseudolabel resort`") == 1 and "| 0/ (closed) |" in top
+        assert f"`0/` {a['0']}, `1/` {a['1']}, `unclear/` {a['unclear']} ({100 * a['unclear'] / 60:.1f} % unclear)" in top
 
 
 @pytest.mark.parametrize("per", [48, 3])
@@ -286,7 +314,7 @@ def test_the_report_shows_the_new_queue(touched, per):
 
     run, journal, _ = touched
     (run / "samples_unclear.png").write_bytes(b"the vote's queue")
-    resort_run(run, journal, ResortConfig(), scores=fixed_scores(run))
+    resort_run(run, journal, ResortConfig(), scores=binary_probs(fixed_scores(run)))
     st = ReviewState(run, journal)
     page = [it["image"] for it in st.queue()["items"]]
     bad = run / "unclear" / st.items[page[1]].file
@@ -294,4 +322,5 @@ def test_the_report_shows_the_new_queue(touched, per):
     bad.write_bytes(b"")  # a queue file broken by hand: left out of the picture, no crash
     page.remove(page[1])
     assert (run / "samples_unclear.png").read_bytes()[:4] == b"\x89PNG"
-    assert queue_samples(run, rows_of(run), per) == page[:per] and len(page) > 3
+    probs = runstate.load_scores(run, "final")
+    assert queue_samples(run, rows_of(run), probs, ("closed", "open"), per) == page[:per] and len(page) > 3

@@ -9,45 +9,11 @@ import pytest
 import torch
 import yaml
 
-from pseudolabel import sort
-from pseudolabel.config import RetrainConfig, load_config, with_overrides
-from pseudolabel.data import Problems, clean_seed_labels, list_images, read_seed_labels, split_seeds
+from pseudolabel import runstate
+from pseudolabel.config import load_config, to_dict, with_overrides
 from pseudolabel.metrics import roc_auc
-from pseudolabel.models import build_backbone
-from tests.conftest import ROOT, tree_digest
-
-FAST = {"retrain.epochs": 12, "retrain.ema": 0.9, "retrain.mu": 2, "retrain.patience": 12, "retrain.pretrain_epochs": 3}
-
-
-def make_seed_run(tmp, eyes, n=300):
-    """Run folder over n real crops: seed-labeled images in 0/ and 1/, the rest in unclear/."""
-    import shutil
-
-    images = tmp / "images"
-    images.mkdir()
-    names = sorted(list_images(eyes / "images")[0])[:n]
-    for name in names:
-        shutil.copy2(eyes / "images" / name, images / name)
-    pr = Problems(quiet=True)
-    classes = ("closed", "open")
-    labels = clean_seed_labels(read_seed_labels(eyes / "targets.json", classes, pr), names, classes, pr, "t")
-    train, val = split_seeds(labels, 80, 0)
-    decision = np.array([labels.get(x, -1) for x in names])
-    rank = np.where(decision < 0, np.cumsum(decision < 0), 0)
-    run = tmp / "run"
-    placements = sort.plan(names, decision, rank)
-    sort.materialize(placements, images, run)
-    source = {x: "seed-train" for x in train} | {x: "seed-val" for x in val}
-    with open(run / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "file", "yolov8-cls", "resnet50", "decision", "queue_rank", "source"])
-        for p, r in zip(placements, rank):
-            w.writerow([p.image, f"{p.folder}/{p.file}", 0.5, 0.5, p.folder, r or "", source.get(p.image, "vote")])
-    cfg = with_overrides(load_config(ROOT / "pipelines" / "eyes.yaml"), images=str(images), **FAST)
-    from pseudolabel.config import dump_config
-
-    dump_config(cfg, run / "config.yaml")
-    return run, images, val, labels
+from pseudolabel.models import create_backbone
+from tests.conftest import ROOT, make_seed_run, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +31,7 @@ def test_retrain_writes_everything(trained):
     run, *_ = trained
     final = run / "final"
     for name in ("model.ts", "model.onnx", "preprocess.json", "metrics.json", "roc.png", "hist.png", "curves.png",
-                 "log.csv", "config.yaml"):  # fmt: skip
+                 "confusion.png", "log.csv", "config.yaml"):  # fmt: skip
         assert (final / name).is_file(), name
     assert list((final / "tensorboard").glob("events.out.tfevents.*"))
     log = list(csv.DictReader(open(final / "log.csv")))
@@ -74,10 +40,11 @@ def test_retrain_writes_everything(trained):
     for key in ("at_0.5", "at_eer_threshold", "at_user_threshold"):
         assert {"accuracy", "precision", "recall", "f1", "confusion", "threshold"} <= set(m[key])
         assert sum(map(sum, m[key]["confusion"])) == m["n"]
-    assert {"eer", "eer_threshold", "roc_auc", "parameters", "counts"} <= set(m)
+    assert {"eer", "eer_threshold", "roc_auc", "parameters", "counts", "confusion", "macro_f1", "per_class"} <= set(m)
     assert m["counts"]["validation"] == 17 and m["counts"]["labeled"] == 80
+    assert m["accuracy"] == m["at_0.5"]["accuracy"] and m["confusion"] == m["at_0.5"]["confusion"]
     report = (run / "report.md").read_text()  # the run's report gains the final model's section
-    assert "## Final model" in report and f"{m['n']} images: accuracy {m['at_0.5']['accuracy']:.3f}" in report
+    assert "## Final model" in report and f"{m['n']} images: accuracy {m['accuracy']:.3f}" in report
 
 
 def test_originals_untouched_by_retrain(trained):
@@ -93,7 +60,8 @@ def test_a_few_retrain_steps_beat_the_untrained_model(trained):
     clf = EyeStateClassifier.load(run)
     trained_auc = roc_auc(y, clf.predict_many([images / v for v in val]))
     torch.manual_seed(0)
-    untrained = build_backbone(load_config(run / "config.yaml").retrain.backbone, 1, 24).eval()
+    untrained = create_backbone(load_config(run / "config.yaml").retrain.backbone, num_classes=2, in_chans=1,
+                                image_size=24).eval()
     x = torch.from_numpy(clf.load_images([images / v for v in val])).float() / 255
     with torch.no_grad():
         untrained_auc = roc_auc(y, untrained(x).softmax(1)[:, 1].numpy())
@@ -143,12 +111,13 @@ def test_predict_cli_output(trained, tmp_path):
                          timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert lines[0] == "image,score,label"
+    assert lines[0] == "image,label,score,p_closed,p_open"
     rows = [line.split(",") for line in lines[1:]]
     expected = [files[0]] + sorted(p for p in files if p.name.startswith("00001"))
     assert [r[0] for r in rows] == [str(p) for p in expected]
-    for _, score, label in rows:
-        assert 0.0 <= float(score) <= 1.0 and label == str(int(float(score) >= 0.6))
+    for _, label, score, p0, p1 in rows:  # two classes: the score is P(open), and --threshold sets the label
+        assert float(score) == float(p1) and abs(float(p0) + float(p1) - 1) < 1e-5
+        assert label == ("open" if float(score) >= 0.6 else "closed")
     assert (tmp_path / "out.csv").read_text() == out.stdout
     assert len(list((tmp_path / "shots").glob("*.score.png"))) == len(set(expected))
     assert "notes.txt: not an image file" in out.stderr
@@ -164,8 +133,7 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    args = [str(run), "--journal", str(tmp_path / "j.csv"), "--closed-below", "0.3", "--open-above", "0.7",
-            "--keep-agreed", "0.95"]
+    args = [str(run), "--journal", str(tmp_path / "j.csv"), "--accept", "0.7,0.7", "--keep-agreed", "0.95"]
     out = subprocess.run([sys.executable, "-m", "pseudolabel.cli", "resort", *args], capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -174,12 +142,13 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
     rows = list(csv.DictReader(open(run / "predictions.csv")))
     clf = EyeStateClassifier.load(run)
     scores = clf.predict_many([run / r["file"] for r in rows])
-    for r, s in zip(rows, scores):
-        assert float(r["final"]) == pytest.approx(s, abs=1e-5)
+    kept = runstate.load_scores(run, "final")[:, 1]
+    for r, s, k in zip(rows, scores, kept):
+        assert k == pytest.approx(s, abs=1e-5)
         if not r["source"].startswith("seed"):
             assert where[r["image"]] == ("0" if s <= 0.3 else "1" if s >= 0.7 else "unclear"), (r, s)
     summary = json.loads((run / "resort.json").read_text())
-    assert (summary["closed_below"], summary["open_above"], summary["keep_agreed"]) == (0.3, 0.7, 0.95)
+    assert (summary["accept"], summary["keep_agreed"]) == ([0.7, 0.7], 0.95)
     assert summary["after"]["unclear"] < summary["before"]["unclear"]
     report = (run / "report.md").read_text()
     assert report.index("## Final model") < report.index("## Re-sorted by the final model")
@@ -224,10 +193,18 @@ def test_retrain_refuses_existing_final_without_overwrite(trained):
         retrain(load_config(run / "config.yaml"), run, progress=False)
 
 
-def test_config_has_retrain_section():
-    cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
-    assert load_config(ROOT / "pipelines" / "eyes.yaml").retrain.backbone == (cfg.get("retrain") or {}).get(
-        "backbone", RetrainConfig().backbone)
+@pytest.mark.parametrize("pipeline", sorted(p.name for p in (ROOT / "pipelines").glob("*.yaml")))
+def test_every_value_a_pipeline_file_sets_reaches_its_config(pipeline):
+    """Each key a pipeline YAML sets, nested sections included, arrives unchanged in the loaded config
+    (a renamed or dropped key would leave the default in its place)."""
+    raw = yaml.safe_load((ROOT / "pipelines" / pipeline).read_text())
+    cfg = to_dict(load_config(ROOT / "pipelines" / pipeline))
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                assert cfg[key][sub] == v, f"{key}.{sub}"
+        else:
+            assert cfg[key] == value, key
 
 
 def test_two_members_train_apart_and_export_as_one_model(tmp_path, eyes):
@@ -239,7 +216,8 @@ def test_two_members_train_apart_and_export_as_one_model(tmp_path, eyes):
                                                                      "retrain.pretrain_epochs": 1})  # fmt: skip
     m = retrain(cfg, run, tmp_path / "journal.csv", progress=False)
     assert [x["seed"] for x in m["members"]] == [3, 1003]
-    single = sum(p.numel() for p in build_backbone(cfg.retrain.backbone, 1, 24).parameters())
+    single = sum(p.numel() for p in create_backbone(cfg.retrain.backbone, num_classes=2, in_chans=1,
+                                                    image_size=24).parameters())
     assert m["parameters"] == 2 * single
     log = list(csv.DictReader(open(run / "final" / "log.csv")))
     assert [r["member"] for r in log] == ["0", "0", "1", "1"]

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from pseudolabel.review import ReviewState
 from pseudolabel.review_server import make_server
-from tests.conftest import ROOT, mark_issue
+from tests.conftest import ROOT, make_color_run, mark_issue
 
 CHROMIUM = os.environ.get("PSEUDOLABEL_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -53,6 +54,12 @@ def served_with_issue(fake_run, tmp_path):
     """The fake run with the label check's note on its first queue image."""
     mark_issue(fake_run, "vote says 1 (open); cross-validated P(open) = 0.04")
     yield from _serve(fake_run, tmp_path)
+
+
+@pytest.fixture
+def served_colors(tmp_path):
+    """A run over the generated red/green/blue set, folders named by class."""
+    yield from _serve(make_color_run(tmp_path), tmp_path)
 
 
 def journal(state):
@@ -289,3 +296,38 @@ def test_label_check_flag_is_shown(browser, served_with_issue):
     page.keyboard.press("g")
     page.wait_for_selector(".cell")
     assert page.locator(".cell.issue").count() == 0  # the flagged image has left the queue
+
+
+def test_three_classes_keys_hints_and_grid_labelling_to_the_third_class(browser, served_colors):
+    """Keys 1-3 pick the classes in the order shown; a first letter works only where it is unique and
+    no command key (r and g are commands, so only blue gets one); grid mode labels a selection with
+    the third class and shows each decided cell's class."""
+    url, state = served_colors
+    page = open_page(browser, url)
+    hints = page.inner_text("#keys")
+    assert "1 red · 2 green · 3/b blue" in hints and "rest of page" not in hints
+    # each model's name with its top class and probability
+    assert re.search(r"yolov8-cls\t(red|green|blue) [01]\.\d{3}\nresnet50\t(red|green|blue) [01]\.\d{3}", page.inner_text("#info"))
+    n = left(page)
+    first = current(page)
+    press_and_wait(page, "3", n - 1)
+    second = current(page)
+    press_and_wait(page, "b", n - 2)
+    third = current(page)
+    press_and_wait(page, "1", n - 3)
+    where = state.where()
+    assert (where[first], where[second], where[third]) == ("blue", "blue", "red")
+    assert journal(state) == [(first, "blue"), (second, "blue"), (third, "red")]
+    page.keyboard.press("g")
+    page.wait_for_selector("#grid .cell")
+    cells = page.locator("#grid .cell")
+    names = [cells.nth(i).get_attribute("data-image") for i in range(2)]
+    cells.nth(0).click()
+    cells.nth(1).click()
+    press_and_wait(page, "3", n - 5)
+    assert all(state.where()[x] == "blue" for x in names)
+    done = page.locator("#grid .cell.done")
+    assert done.count() == 2 and all("→ blue" in done.nth(i).inner_text() for i in range(2))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-grid-3-classes.png"))
+    page.close()

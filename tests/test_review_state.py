@@ -28,7 +28,7 @@ def test_decide_journals_then_moves(fake_run, tmp_path):
     assert (where[first], where[second], where[third]) == ("1", "0", "unclear")
     rows = journal_rows(st)
     assert [(r["image"], r["label"]) for r in rows] == [(first, "1"), (second, "0"), (third, "unsure")]
-    assert rows[0]["from"] == "unclear" and float(rows[0]["yolov8-cls"]) >= 0
+    assert rows[0]["from"] == "unclear" and rows[0]["file"] == st.items[first].file
     q2 = st.queue()
     assert q2["left"] == q["left"] - 2 and q2["total"] == q["total"]
     assert next(it for it in q2["items"] if it["image"] == third)["unsure"]
@@ -88,7 +88,7 @@ def test_queue_orders(fake_run, tmp_path, order):
     st = state_for(fake_run, tmp_path)
     items = st.queue(order)["items"]
     keys = {"rank": lambda it: it["rank"], "name": lambda it: it["image"],
-            "score": lambda it: sum(it["scores"].values())}  # fmt: skip
+            "score": lambda it: sum(p[1] for p in it["scores"].values())}  # two classes: by mean P(class 1)
     assert [keys[order](it) for it in items] == sorted(keys[order](it) for it in items)
 
 

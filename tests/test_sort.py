@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pseudolabel import sort
-from pseudolabel.vote import UNCLEAR, vote
+from pseudolabel.vote import UNCLEAR, binary_probs, vote
 from tests.conftest import tree_digest
 
 
@@ -22,10 +22,10 @@ def test_file_names(image, decision, rank, expected):
 def test_materialize_links_every_image_once_and_leaves_originals_untouched(small_pool, tmp_path):
     names = sorted(p.name for p in small_pool.iterdir())
     rng = np.random.default_rng(0)
-    v = vote(rng.random(len(names)), rng.random(len(names)), margin=0.2)
+    v = vote(binary_probs(rng.random(len(names))), binary_probs(rng.random(len(names))), threshold=0.7)
     before = tree_digest(small_pool)
     run = tmp_path / "run"
-    counts = sort.materialize(sort.plan(names, v.decision, v.rank), small_pool, run)
+    counts = sort.materialize(sort.plan(names, v.decision, v.rank, ("0", "1")), small_pool, run, ("0", "1"))
     assert tree_digest(small_pool) == before
     assert counts["link"] + counts["copy"] == len(names)
     for folder, d in (("0", 0), ("1", 1), ("unclear", UNCLEAR)):
@@ -49,3 +49,14 @@ def test_copy_fallback_keeps_bytes_and_mtime(small_pool, tmp_path, monkeypatch):
     dst = tmp_path / "copy.jpg"
     assert sort.link_or_copy(src, dst) == "copy"
     assert dst.read_bytes() == src.read_bytes() and dst.stat().st_mtime_ns == src.stat().st_mtime_ns
+
+
+def test_class_names_as_folders(small_pool, tmp_path):
+    names = sorted(p.name for p in small_pool.iterdir())[:30]
+    decision = np.array([i % 4 - 1 for i in range(30)])  # -1 (unclear), 0, 1, 2
+    rank = np.where(decision < 0, np.cumsum(decision < 0), 0)
+    folders = ("red", "green", "blue")
+    sort.materialize(sort.plan(names, decision, rank, folders), small_pool, tmp_path / "run", folders)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["blue", "green", "red", "unclear"]
+    for k, f in enumerate(folders):
+        assert sorted(p.name for p in (tmp_path / "run" / f).iterdir()) == [n for n, d in zip(names, decision) if d == k]

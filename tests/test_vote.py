@@ -1,84 +1,86 @@
 import numpy as np
 import pytest
 
-from pseudolabel.vote import UNCLEAR, vote
+from pseudolabel.vote import UNCLEAR, binary_probs, top_class, vote
 
-# (score A, score B, margin, expected decision)
-CASES = [
-    (0.9, 0.95, 0.2, 1),
-    (0.7, 0.7, 0.2, 1),  # exactly 0.5 + margin counts
-    (0.69, 0.9, 0.2, UNCLEAR),  # one model not confident enough
-    (0.1, 0.05, 0.2, 0),
-    (0.3, 0.3, 0.2, 0),  # exactly 0.5 - margin counts
-    (0.31, 0.1, 0.2, UNCLEAR),
-    (0.9, 0.1, 0.2, UNCLEAR),  # confident disagreement
-    (0.5, 0.5, 0.0, 1),  # margin 0: >= 0.5 is open
-    (0.49, 0.2, 0.0, 0),
-    (0.51, 0.49, 0.0, UNCLEAR),
-    (0.95, 0.99, 0.45, 1),
-    (0.94, 0.99, 0.45, UNCLEAR),
+# K = 3: (probs of A, probs of B, threshold, expected decision)
+K3 = [
+    ([0.8, 0.1, 0.1], [0.7, 0.2, 0.1], 0.7, 0),
+    ([0.1, 0.1, 0.8], [0.2, 0.1, 0.7], 0.7, 2),
+    ([0.1, 0.7, 0.2], [0.1, 0.7, 0.2], 0.7, 1),  # exactly the threshold counts
+    ([0.1, 0.69, 0.21], [0.1, 0.9, 0.0], 0.7, UNCLEAR),  # A not sure enough
+    ([0.9, 0.05, 0.05], [0.05, 0.9, 0.05], 0.5, UNCLEAR),  # confident disagreement
+    ([0.4, 0.35, 0.25], [0.5, 0.3, 0.2], 0.4, 0),  # plurality tops count at a low threshold
+    ([0.4, 0.35, 0.25], [0.5, 0.3, 0.2], (0.3, 0.6), UNCLEAR),  # B under its own threshold
+    ([0.4, 0.35, 0.25], [0.6, 0.3, 0.1], (0.3, 0.6), 0),
 ]
 
 
-@pytest.mark.parametrize("a,b,margin,expected", CASES)
-def test_vote_rule(a, b, margin, expected):
-    v = vote(np.array([a]), np.array([b]), margin=margin)
+@pytest.mark.parametrize("a,b,threshold,expected", K3)
+def test_vote_rule_for_three_classes(a, b, threshold, expected):
+    v = vote(np.array([a]), np.array([b]), threshold=threshold)
     assert v.decision[0] == expected
     assert (v.rank[0] > 0) == (expected == UNCLEAR)
 
 
-def test_vote_is_symmetric_and_takes_probability_matrices():
+# K = 2, given as P(class 1): (score A, score B, threshold, expected)
+K2 = [
+    (0.9, 0.95, 0.7, 1),
+    (0.7, 0.7, 0.7, 1),  # exactly the threshold counts
+    (0.69, 0.9, 0.7, UNCLEAR),
+    (0.1, 0.05, 0.7, 0),
+    (0.3, 0.3, 0.7, 0),  # exactly 1 - threshold counts
+    (0.31, 0.1, 0.7, UNCLEAR),
+    (0.9, 0.1, 0.7, UNCLEAR),  # confident disagreement
+    (0.99, 0.6, (0.98, 0.6), 1),
+    (0.97, 0.9, (0.98, 0.6), UNCLEAR),
+    (0.01, 0.4, (0.98, 0.6), 0),
+    (0.01, 0.45, (0.98, 0.6), UNCLEAR),
+]
+
+
+@pytest.mark.parametrize("a,b,threshold,expected", K2)
+def test_vote_rule_for_two_classes(a, b, threshold, expected):
+    assert vote(binary_probs([a]), binary_probs([b]), threshold=threshold).decision[0] == expected
+
+
+def test_queue_puts_disagreements_first_then_least_confident():
+    a = np.array([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.5, 0.45, 0.05], [0.9, 0.05, 0.05], [0.4, 0.3, 0.3],
+                  [0.1, 0.1, 0.8]])
+    b = np.array([[0.6, 0.3, 0.1], [0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.95, 0.0, 0.05], [0.45, 0.3, 0.25],
+                  [0.2, 0.1, 0.7]])
+    v = vote(a, b, threshold=0.85)
+    queue = [int(i) for i in np.argsort(v.rank) if v.rank[i] > 0]
+    # disagreements: 1 (mean gap 0.4 - 0.5... top two 0.5 / 0.4) and 2 (0.475 / 0.45): the smaller gap first -> 2, 1;
+    # then agreements not sure enough: 4 (gap 0.125), 0 (gap 0.3), 5 (gap 0.65)
+    assert queue == [2, 1, 4, 0, 5]
+    assert v.decision[3] == 0 and list(v.disagree) == [False, True, True, False, False, False]
+
+
+def test_vote_is_symmetric_in_the_models():
     rng = np.random.default_rng(0)
-    a, b = rng.random(200), rng.random(200)
-    v1 = vote(a, b, margin=0.2)
-    v2 = vote(np.stack([1 - b, b], 1), np.stack([1 - a, a], 1), margin=0.2)
+    a, b = rng.dirichlet(np.ones(4), 200), rng.dirichlet(np.ones(4), 200)
+    v1, v2 = vote(a, b, threshold=(0.5, 0.4)), vote(b, a, threshold=(0.4, 0.5))
     np.testing.assert_array_equal(v1.decision, v2.decision)
     np.testing.assert_array_equal(v1.rank, v2.rank)
 
 
-def test_queue_puts_disagreements_first_then_least_confident():
-    a = np.array([0.60, 0.90, 0.55, 0.05, 0.45, 0.95, 0.65])
-    b = np.array([0.60, 0.20, 0.40, 0.02, 0.45, 0.97, 0.75])
-    v = vote(a, b, margin=0.2)
-    queue = [int(i) for i in np.argsort(v.rank) if v.rank[i] > 0]
-    # disagreements: 1 (mean .55) and 2 (mean .475): nearer 0.5 first -> 2, 1
-    # then agreements that are not confident: 4 (.45), 0 (.60), 6 (.70)
-    assert queue == [2, 1, 4, 0, 6]
-    assert sorted(v.rank[v.rank > 0]) == list(range(1, 6))
-    assert v.counts() == {"0": 1, "1": 1, "unclear": 5}
-
-
-# per-model margins: (score A, score B, (margin A, margin B), expected)
-PAIR_CASES = [
-    (0.99, 0.6, (0.48, 0.1), 1),
-    (0.97, 0.9, (0.48, 0.1), UNCLEAR),  # A not sure enough for its own margin
-    (0.99, 0.55, (0.48, 0.1), UNCLEAR),
-    (0.01, 0.4, (0.48, 0.1), 0),
-    (0.01, 0.45, (0.48, 0.1), UNCLEAR),
-    (0.99, 0.2, (0.48, 0.0), UNCLEAR),  # disagreement
-]
-
-
-@pytest.mark.parametrize("a,b,margin,expected", PAIR_CASES)
-def test_vote_rule_with_a_margin_per_model(a, b, margin, expected):
-    assert vote(np.array([a]), np.array([b]), margin=margin).decision[0] == expected
-    # a pair of equal margins is the same as one number
-    same = vote(np.array([a]), np.array([b]), margin=(margin[0], margin[0])).decision[0]
-    assert same == vote(np.array([a]), np.array([b]), margin=margin[0]).decision[0]
+def test_top_class_breaks_ties_to_the_higher_index():
+    assert top_class(np.array([[0.5, 0.5], [0.2, 0.4], [0.4, 0.4], [0.6, 0.2]])).tolist() == [1, 1, 1, 0]
 
 
 @pytest.mark.parametrize(
-    "a,b,margin,match",
+    "a,b,threshold,match",
     [
-        ([0.5], [0.5], 0.5, "margin"),
-        ([0.5], [0.5], -0.1, "margin"),
-        ([0.5], [0.5], (0.1, 0.5), "margin"),
-        ([0.5], [0.5], (0.1, 0.2, 0.3), "margin"),
-        ([0.5, 0.2], [0.5], 0.1, "differ in length"),
-        ([1.5], [0.5], 0.1, r"\[0, 1\]"),
-        ([[0.2, 0.3, 0.5]], [[0.2, 0.8]], 0.1, "shape"),
+        ([[0.5, 0.5]], [[0.5, 0.5]], 0.0, "threshold"),
+        ([[0.5, 0.5]], [[0.5, 0.5]], 1.1, "threshold"),
+        ([[0.5, 0.5]], [[0.5, 0.5]], (0.6, 0.7, 0.8), "threshold"),
+        ([[0.5, 0.5], [0.2, 0.8]], [[0.5, 0.5]], 0.6, "differ in shape"),
+        ([[1.5, 0.5]], [[0.5, 0.5]], 0.6, r"\[0, 1\]"),
+        ([[0.2, 0.3, 0.5]], [[0.2, 0.8]], 0.6, "differ in shape"),
+        ([0.2, 0.8], [0.2, 0.8], 0.6, r"\(N, K\)"),
     ],
 )
-def test_vote_rejects_bad_input(a, b, margin, match):
+def test_vote_rejects_bad_input(a, b, threshold, match):
     with pytest.raises(ValueError, match=match):
-        vote(np.array(a), np.array(b), margin=margin)
+        vote(np.array(a), np.array(b), threshold=threshold)
