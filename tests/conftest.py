@@ -51,8 +51,7 @@ def make_run(tmp_path: Path, eyes_dir: Path, n: int = 60, seed: int = 0) -> Path
     import numpy as np
     import yaml
 
-    from pseudolabel import runstate, sort
-    from pseudolabel.vote import binary_probs, vote
+    from pseudolabel.vote import binary_probs
 
     images = tmp_path / "images"
     images.mkdir()
@@ -61,21 +60,31 @@ def make_run(tmp_path: Path, eyes_dir: Path, n: int = 60, seed: int = 0) -> Path
         shutil.copy2(eyes_dir / "images" / name, images / name)
     rng = np.random.default_rng(seed)
     a, b = binary_probs(rng.random(n)), binary_probs(rng.random(n))
-    v = vote(a, b, threshold=0.8)
     run = tmp_path / "run"
-    folders = ("0", "1")
+    place_fake_run(run, images, names, (a, b), 0.8, ("closed", "open"), ("0", "1"))
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "eyes-test", "classes": ["closed", "open"]}))
+    return run
+
+
+def place_fake_run(run: Path, images: Path, names: list[str], scores: tuple, threshold: float,
+                   classes: tuple[str, ...], folders: tuple[str, ...]) -> None:
+    """What `pseudolabel run` writes after its seed models, from the given (N, K) ``scores`` of the
+    two models: the real vote and sort code place the files; predictions.csv, scores/, run.json and
+    run_summary.json follow."""
+    from pseudolabel import runstate, sort
+    from pseudolabel.vote import vote
+
+    v = vote(*scores, threshold=threshold)
     placements = sort.plan(names, v.decision, v.rank, folders)
     sort.materialize(placements, images, run, folders)
     rows = [{"image": p.image, "file": f"{p.folder}/{p.file}", "decision": p.folder,
              "queue_rank": v.rank[i] if p.folder == "unclear" else "", "source": "vote", "issue": ""}
             for i, p in enumerate(placements)]  # fmt: skip
     (run / "predictions.csv").write_text(runstate.predictions_text(rows))
-    runstate.save_scores(run, "yolov8-cls", a)
-    runstate.save_scores(run, "resnet50", b)
-    runstate.RunInfo("fake0001", ("closed", "open"), folders, ("yolov8-cls", "resnet50")).save(run)
-    (run / "config.yaml").write_text(yaml.safe_dump({"name": "eyes-test", "classes": ["closed", "open"]}))
-    write_summary(run, v.decision, folders)
-    return run
+    for model, probs in zip(("yolov8-cls", "resnet50"), scores):
+        runstate.save_scores(run, model, probs)
+    runstate.RunInfo("fake" + run.name, classes, folders, ("yolov8-cls", "resnet50")).save(run)
+    write_summary(run, v.decision, folders, classes)
 
 
 def write_summary(run: Path, decision, folders: tuple[str, ...], classes=("closed", "open")) -> None:
@@ -234,27 +243,14 @@ def make_color_run(tmp_path: Path, n: int = 45, seed: int = 0) -> Path:
     import numpy as np
     import yaml
 
-    from pseudolabel import runstate, sort
-    from pseudolabel.vote import vote
-
     images = tmp_path / "cimages"
     make_color_data(images, n_per_class=n // 3, seed=seed)
     names = sorted(p.name for p in images.iterdir())
     rng = np.random.default_rng(seed)
     a, b = rng.dirichlet(np.ones(3) * 0.5, len(names)), rng.dirichlet(np.ones(3) * 0.5, len(names))
-    v = vote(a, b, threshold=0.6)
     folders = tuple(COLORS)
     run = tmp_path / "crun"
-    placements = sort.plan(names, v.decision, v.rank, folders)
-    sort.materialize(placements, images, run, folders)
-    rows = [{"image": p.image, "file": f"{p.folder}/{p.file}", "decision": p.folder,
-             "queue_rank": v.rank[i] if p.folder == "unclear" else "", "source": "vote", "issue": ""}
-            for i, p in enumerate(placements)]  # fmt: skip
-    (run / "predictions.csv").write_text(runstate.predictions_text(rows))
-    runstate.save_scores(run, "yolov8-cls", a)
-    runstate.save_scores(run, "resnet50", b)
-    runstate.RunInfo("fake0003", folders, folders, ("yolov8-cls", "resnet50")).save(run)
+    place_fake_run(run, images, names, (a, b), 0.6, folders, folders)
     (run / "config.yaml").write_text(yaml.safe_dump({"name": "colors-test", "classes": list(folders),
                                                      "folder_names": "name", "channels": 3, "image_size": [40, 32]}))
-    write_summary(run, v.decision, folders, folders)
     return run
