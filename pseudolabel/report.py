@@ -229,7 +229,7 @@ def render(run_dir: Path) -> Path:
     where = [WHERE_TITLE]
     if resorted:
         a = resorted["after"]
-        where.append(f"> **Now, after `pseudolabel resort`:** " + ", ".join(f"`{k}/` {v}" for k, v in a.items())
+        where.append("> **Now, after `pseudolabel resort`:** " + ", ".join(f"`{k}/` {v}" for k, v in a.items())
                      + f" ({100 * a[UNCLEAR] / total:.1f} % unclear); see below. This section shows the seed models' vote.")
     parts = [
         f"# Run report: {s['pipeline']}",

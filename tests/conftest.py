@@ -5,6 +5,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,8 +132,6 @@ def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`pseudolabel ARGS` in a fresh interpreter."""
-    import subprocess
-    import sys
 
     return subprocess.run([sys.executable, "-m", "pseudolabel.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)  # fmt: skip

@@ -5,12 +5,10 @@ dev_labels.csv: a test is evaluation, and nothing here trains the pipeline's mod
 """
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
 
-from pseudolabel.data import load_image
 from pseudolabel.config import LabelCheckConfig
 from tests.conftest import dev_subset as _dev_subset
 from pseudolabel.label_issues import cnn_fit_predict, find_issues, out_of_fold_probs, requeue, stratified_folds
