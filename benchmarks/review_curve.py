@@ -41,7 +41,9 @@ def linked_copy(run_dir: Path, dest: Path):
     """Hard-link ``run_dir`` (all but its final model) to ``dest``; the review state of the copy."""
     from pseudolabel.review import ReviewState
 
-    shutil.copytree(run_dir, dest, copy_function=os.link, ignore=shutil.ignore_patterns("final", ".final*"))
+    shutil.copytree(run_dir, dest, copy_function=os.link, ignore=shutil.ignore_patterns("final", ".final*", "journal.csv"))
+    if (run_dir / "journal.csv").is_file():  # copied, never linked: the copy's answers must not reach the run's journal
+        shutil.copy2(run_dir / "journal.csv", dest / "journal.csv")
     return ReviewState(dest, dest / "journal.csv")
 
 

@@ -13,7 +13,6 @@ is vectorised over the batch, so augmenting thousands of 24x24 crops is cheap.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

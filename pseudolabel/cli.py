@@ -76,7 +76,10 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--status", action="store_true", help="print counts and journal/folder disagreements, then exit")
-    p.add_argument("--journal", help="decision journal (default: labels/<pipeline>/reviewed.csv)")
+    p.add_argument("--journal", help="decision journal (default: RUN/journal.csv)")
+    p.add_argument("--audit", type=int, metavar="N", help="audit instead: N images drawn at random from the folders "
+                   "the machines filled, shown blind; gives each folder's precision with a 95 %% interval")
+    p.add_argument("--audit-seed", type=int, default=0, dest="audit_seed", help="seed of the audit's draw (default 0)")
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -86,18 +89,22 @@ def cmd_review(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not (run / "predictions.csv").is_file():
         raise ValueError(f"not a run folder (no predictions.csv): {run}")
-    state = ReviewState(run, Path(args.journal) if args.journal else journal_path_for(run))
-    if state.recovered:
-        print(f"finished {state.recovered} journaled move(s) that an interrupted session left undone")
-    if args.status:
-        print(format_status(state.status()))
+    journal = Path(args.journal) if args.journal else journal_path_for(run)
+    if args.status:  # reads only: finishes nothing, moves nothing, writes nothing
+        print(format_status(ReviewState(run, journal, readonly=True).status()))
         return 0
     from .runstate import output_lock
 
     with output_lock(run, what="review"):  # no run --overwrite or resort under an open page
-        server = make_server(state, args.port)
+        audit = (args.audit, args.audit_seed) if args.audit is not None else None
+        state = ReviewState(run, journal, audit=audit)
+        if state.recovered:
+            print(f"finished {state.recovered} journaled move(s) that an interrupted session left undone")
+        server = make_server(state, args.port, mode="audit" if audit else "review")
         url = f"http://127.0.0.1:{server.server_address[1]}/"
-        print(f"reviewing {run} ({state.queue()['left']} unclear); journal: {state.journal.path}", flush=True)
+        what = (f"auditing {len(state.audit_images)} images of" if audit else
+                f"reviewing ({state.queue()['left']} unclear)")  # fmt: skip
+        print(f"{what} {run}; journal: {state.journal.path}", flush=True)
         print(f"open {url}  (Ctrl+C to stop)", flush=True)
         if not args.no_browser:
             import webbrowser
@@ -107,6 +114,9 @@ def cmd_review(args: argparse.Namespace) -> int:
             server.serve_forever()
         finally:
             server.server_close()
+            if audit:
+                state.write_audit()
+                print(format_status(state.status()).splitlines()[-1])
     return 0
 
 
@@ -114,7 +124,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrain", help="train the final model with FixMatch on the merged set")
     p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN/final/")
-    p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
+    p.add_argument("--journal", help="review journal (default: RUN/journal.csv)")
     p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
     p.add_argument("--members", type=int, help="networks trained apart and averaged (each adds a full training)")
@@ -135,8 +145,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .retrain import retrain
 
     run = Path(args.run)
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"not a run folder (no config.yaml): {run}")
+    for need in ("config.yaml", "predictions.csv"):
+        if not (run / need).is_file():
+            raise ValueError(f"not a run folder (no {need}): {run}")
     over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
                                                        "monitor", "vote_weight", "unlabeled", "threshold_user",
                                                        "tta")}  # fmt: skip
@@ -160,7 +171,7 @@ def _add_resort(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resort", help="after retrain: let the final model re-decide what only machines placed "
                        "(shrinks unclear/)")  # fmt: skip
     p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
-    p.add_argument("--journal", help="review journal (default: labels/<pipeline>/reviewed.csv)")
+    p.add_argument("--journal", help="review journal (default: RUN/journal.csv)")
     p.add_argument("--model", help="exported model to sort with (default: RUN/final)")
     p.add_argument("--accept", type=_numbers, help="into class c's folder when the final model's top class is c "
                    "with probability >= this: one number, or one per class separated by commas")  # fmt: skip
@@ -172,8 +183,8 @@ def _add_resort(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resort(args: argparse.Namespace) -> int:
-    from .review import journal_path_for
     from .resort import resort_run
+    from .review import journal_path_for
 
     run = Path(args.run)
     if not (run / "predictions.csv").is_file() or not (run / "config.yaml").is_file():
@@ -210,6 +221,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.csv and not Path(args.csv).parent.is_dir():  # before any work
+        raise ValueError(f"--csv {args.csv}: folder {Path(args.csv).parent} does not exist")
     clf = Classifier.load(args.model)
     k = len(clf.classes)
     if args.threshold is not None and k != 2:
@@ -233,10 +246,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         for p, lab, s, row in zip(good, labels, scores, probs)]  # fmt: skip
     print("\n".join(lines))
     if args.csv:
-        out = Path(args.csv)
-        if not out.parent.is_dir():
-            raise ValueError(f"--csv {out}: folder {out.parent} does not exist")
-        out.write_text("\n".join(lines) + "\n")
+        Path(args.csv).write_text("\n".join(lines) + "\n")
     if args.show:
         show(good, labels, scores, Path(args.show), f"P({clf.classes[1]})" if k == 2 else "top probability")
     return 0

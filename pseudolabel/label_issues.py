@@ -120,8 +120,8 @@ def cnn_fit_predict(lc, channels: int, image_size: tuple[int, int], num_classes:
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
         import torch
 
-        from .config import SeedTrainConfig
         from .augment import to_float
+        from .config import SeedTrainConfig
         from .fixmatch import predict_probs
         from .models import create_backbone, fit_module
 

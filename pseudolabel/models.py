@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import seed_augment, to_float, tta_views
-from .fixmatch import FitResult, evaluate, logits_of, predict_probs
 from .config import BACKBONE_HELP, Config, SeedTrainConfig
+from .fixmatch import FitResult, evaluate, logits_of, predict_probs
 from .progress import bar as progress_bar
 
 

@@ -3,6 +3,7 @@
 - ``run_summary.json`` (``run``): folders, the vote, the label check, seed models, timings, problems;
 - ``final/metrics.json`` (``retrain``): the final model's section;
 - ``resort.json`` (``resort``): the re-sort section and a line at the top with the folders as they are now.
+- ``audit.json`` (``review --audit``): each machine-filled folder's measured precision.
 
 :func:`render` rebuilds the whole page from whichever of them exist; each stage calls it last.
 The pictures (scatter, sample grids, curves, confusion) are drawn by the stage that has the data.
@@ -242,6 +243,7 @@ def render(run_dir: Path) -> Path:
         "Work through `unclear/` in file-name order (most useful first) and move each file into its class folder.",
         *(_final_section(final) if final else []),
         *(_resort_section(resorted, names) if resorted else []),
+        *_audit_section(_read(run_dir / "audit.json"), names),
         ISSUES_TITLE, _issues_section(s.get("issues", {}), s.get("label_folds", 4)),
         "## What review buys", s.get("review_curve", ""),
         "## Samples", *[f"### {folder_title(k, names.get(k))}\n![{k}](samples_{k}.png)" for k in counts],
@@ -258,6 +260,7 @@ WHERE_TITLE = "## Where everything went"
 ISSUES_TITLE = "## Likely label errors"
 FINAL_TITLE = "## Final model"
 RESORT_TITLE = "## Re-sorted by the final model"
+AUDIT_TITLE = "## Audit: the machine-made folders, checked by a person"
 
 
 def _seed_section(s: dict) -> list[str]:
@@ -299,6 +302,22 @@ def _final_section(m: dict) -> list[str]:
         "those figures with care until you have reviewed more. `pseudolabel resort` lets this model shrink `unclear/`.",
         _table(["final model", ""], rows),
         "![training curves](final/curves.png) ![validation scores](final/hist.png) ![confusion](final/confusion.png)"]
+
+
+def _audit_section(a: dict | None, names: dict[str, str]) -> list[str]:
+    """audit.json (``pseudolabel review --audit``): each machine-filled folder's precision, measured."""
+    if not a:
+        return []
+    from .audit import describe
+
+    rows = [[folder_title(f, names.get(f)), v["audited"], v["right"],
+             f"{100 * v['precision']:.1f} %" if v["audited"] else "–",
+             f"{100 * v['low']:.1f}–{100 * v['high']:.1f} %" if v["audited"] else "–"] for f, v in a["folders"].items()]
+    lines = [describe(f, v) for f, v in a["folders"].items() if v["audited"]]
+    return [AUDIT_TITLE, f"A person gave their own class to {sum(v['audited'] for v in a['folders'].values())} of "
+            f"{a['sampled']} images drawn at random (seed {a['seed']}) from the folders the machines filled, without "
+            "seeing any score or folder. Precision with its 95 % Wilson interval:",
+            _table(["folder", "audited", "right", "precision", "95 % interval"], rows), *(["; ".join(lines)] if lines else [])]
 
 
 def _resort_section(r: dict, names: dict[str, str]) -> list[str]:

@@ -1,29 +1,38 @@
-"""Review the unclear queue: journal, state and a loopback-only web page.
+"""Review the unclear queue: state, decisions, undo and the audit, behind a loopback-only web page.
 
-The folders are the truth. A person may move files between ``unclear/`` and the
-class folders by hand; every request rescans them. Each decision made on the page is
-first appended to the journal (one ``write`` on an O_APPEND file, then fsync),
-and only then is the file renamed (atomic) into its folder. On start-up, any
-journaled decision whose rename did not happen (a crash in between) is rolled
-forward, so nothing the page confirmed is ever lost.
+The folders are the truth. A person may move files between ``unclear/`` and the class folders by
+hand; every request rescans them. Each action made on the page is first journaled as an intent
+(see :mod:`pseudolabel.journal`), then its files are renamed (atomic), then the action is closed.
+On start-up every action that was journaled but not closed is finished, so nothing the page
+confirmed is ever lost and journal and folders always agree. ``readonly`` (``--status``) finishes
+nothing and writes nothing.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
+import signal
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .runstate import UNCLEAR, RunInfo, fsync_dir, load_scores, provenance, read_predictions, scored_models
-from .sort import finish_pending
+from . import audit as audit_mod
+from .journal import UNDO, UNSURE, Journal
+from .runstate import (
+    UNCLEAR,
+    RunInfo,
+    fsync_dir,
+    load_scores,
+    provenance,
+    read_predictions,
+    scored_models,
+    write_atomic,
+)
+from .sort import PENDING, finish_pending
 
-JOURNAL_FIELDS = ["time", "image", "label", "file", "from"]
-UNSURE = "unsure"  # a decision that leaves the image in unclear/
+MAX_BULK = 1000  # the most images one bulk action may decide
+CRASH_ENV = "PSEUDOLABEL_TEST_CRASH"  # tests only: "intent" or "move" kills the process at that step
 
 
 class Conflict(Exception):
@@ -37,77 +46,42 @@ class Item:
     rank: int  # 1-based queue rank from the run (0 if it was decided by the vote)
     scores: dict  # model name -> (K,) probabilities, a list
     issue: str = ""  # why a labeled image was sent back for review (likely-wrong label), or ""
+    placed: str = ""  # the folder the run put it in
 
 
-class Journal:
-    """Append-only CSV of decisions: time, image, label (a class folder, unsure or undo), file, from."""
-
-    def __init__(self, path: Path, extra_fields: list[str] | None = None):
-        self.path = Path(path)
-        self.fields = JOURNAL_FIELDS + list(extra_fields or [])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            self._append(",".join(self.fields) + "\n")
-            fsync_dir(self.path.parent)
-        else:  # keep the columns it was started with (a re-sort adds a score column to the run)
-            with open(self.path, newline="") as f:
-                self.fields = next(csv.reader(f), None) or self.fields
-
-    def _append(self, text: str) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def append(self, row: dict) -> None:
-        """Write one decision durably (flushed and fsynced) before returning."""
-        buf = io.StringIO()
-        csv.DictWriter(buf, self.fields, extrasaction="ignore", lineterminator="\n").writerow(row)
-        self._append(buf.getvalue())
-
-    def rows(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        with open(self.path, newline="") as f:
-            return [r for r in csv.DictReader(f) if r.get("image")]
-
-    def last_decisions(self) -> dict[str, dict]:
-        """Each image's standing decision, with undos applied."""
-        stacks: dict[str, list[dict]] = {}
-        for r in self.rows():
-            s = stacks.setdefault(r["image"], [])
-            if r["label"] == "undo":
-                if s:
-                    s.pop()
-            else:
-                s.append(r)
-        return {img: s[-1] for img, s in stacks.items() if s}
+def _crash_point(step: str) -> None:
+    """The kill-point hook of the crash tests: die here, as SIGKILL would, when asked to."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ReviewState:
-    """The run's images, where each one is now, and the decisions made on them."""
+    """The run's images, where each one is now, and the actions taken on them."""
 
-    def __init__(self, run_dir: Path, journal_path: Path):
-        self.run_dir = Path(run_dir)
-        finish_pending(self.run_dir)  # a re-sort that was interrupted: finish it before reading its names
-        self.rows = read_predictions(self.run_dir)  # predictions.csv as it stands, any re-sort finished
+    def __init__(self, run_dir: Path, journal_path: Path, readonly: bool = False,
+                 audit: tuple[int, int] | None = None):
+        self.run_dir, self.readonly = Path(run_dir), readonly
+        self.resort_pending = (self.run_dir / PENDING).is_file()
+        if not readonly:
+            finish_pending(self.run_dir)  # a re-sort that was interrupted: finish it before reading its names
+        self.rows = read_predictions(self.run_dir)  # predictions.csv as it stands
         self.info = RunInfo.load(self.run_dir)
         self.models = scored_models(self.run_dir)
         probs = {m: np.round(load_scores(self.run_dir, m), 4).tolist() for m in self.models}
         self.items = {
             r["image"]: Item(r["image"], r["file"].split("/", 1)[1], int(r["queue_rank"] or 0),
-                             {m: probs[m][i] for m in self.models}, r.get("issue") or "")
+                             {m: probs[m][i] for m in self.models}, r.get("issue") or "", r["decision"])
             for i, r in enumerate(self.rows)
         }  # fmt: skip
         self.by_file = {it.file: it.image for it in self.items.values()}
         self.total_queue = sum(1 for it in self.items.values() if it.rank > 0)
         self.classes = list(self.info.classes)
         self.labels = (*self.info.folders, UNSURE)  # what a decision may say
-        self.journal = Journal(journal_path)
+        self.journal = Journal(journal_path, self.info.id, readonly=readonly)
         self.lock = threading.Lock()
-        self.recovered = self.roll_forward()
+        self.audit_images = audit_mod.sample(self.rows, *audit) if audit else []
+        self.audit_seed = audit[1] if audit else None
+        self.recovered = 0 if readonly else self.recover()
 
     def where(self) -> dict[str, str]:
         """Rescan the folders: {image: folder}. Files that are not the run's are ignored."""
@@ -119,18 +93,32 @@ class ReviewState:
                     out[self.by_file[name]] = folder
         return out
 
-    def roll_forward(self) -> int:
-        """Finish journaled moves that a crash interrupted. Returns how many were finished."""
-        where, done = self.where(), 0
-        for image, row in self.journal.last_decisions().items():
-            if row["label"] in self.info.folders and where.get(image) == UNCLEAR and image in self.items:
-                self._move(self.items[image], UNCLEAR, row["label"])
-                done += 1
-        return done
+    def recover(self) -> int:
+        """Finish every action journaled but not closed (a crash came in between): each move not yet
+        made is made, then the action is closed. Returns how many files moved."""
+        where, moved = self.where(), 0
+        for action, rows in self.journal.pending().items():
+            for r in rows:
+                if r["image"] in self.items and where.get(r["image"]) == r["from"] != r["to"]:
+                    self._move(self.items[r["image"]], r["from"], r["to"])
+                    where[r["image"]], moved = r["to"], moved + 1
+            self.journal.done(action)
+        return moved
 
     def _move(self, item: Item, src: str, dst: str) -> None:
         os.rename(self.run_dir / src / item.file, self.run_dir / dst / item.file)
         fsync_dir(self.run_dir / dst)
+
+    def _act(self, kind: str, moves: list[dict]) -> str:
+        """Journal ``moves`` as one action, rename the files, close the action. Returns its id."""
+        action = self.journal.begin(kind, moves)
+        _crash_point("intent")
+        for m in moves:
+            if m["from"] != m["to"]:
+                self._move(self.items[m["image"]], m["from"], m["to"])
+                _crash_point("move")
+        self.journal.done(action)
+        return action
 
     def item(self, image: str) -> Item:
         """The run's item for ``image``; anything else (e.g. a path) is refused."""
@@ -138,35 +126,70 @@ class ReviewState:
             raise KeyError(f"not an image of this run: {str(image)[:200]!r}")
         return self.items[image]
 
-    def decide(self, image: str, label: str) -> dict:
-        """Journal, then move ``image`` from unclear/ to ``label``'s folder (or record unsure)."""
-        if label not in self.labels:
-            raise ValueError(f"label must be one of {', '.join(self.labels)}, got {str(label)[:100]!r}")
-        with self.lock:
-            item = self.item(image)
-            folder = self.where().get(image)
-            if folder != UNCLEAR:
-                raise Conflict(f"{image} is already in {folder}/ (decided in another tab or moved by hand)")
-            self.journal.append({"time": _now(), "image": image, "label": label, "file": item.file, "from": folder})
-            if label != UNSURE:
-                self._move(item, UNCLEAR, label)
-            return {"image": image, "label": label}
+    def _check_label(self, label, allowed) -> None:
+        if not isinstance(label, str) or label not in allowed:
+            raise ValueError(f"label must be one of {', '.join(allowed)}, got {str(label)[:100]!r}")
 
-    def undo(self, image: str) -> dict:
-        """Reverse ``image``'s standing decision: journal an undo, move the file back to unclear/."""
+    def _decision(self, image: str, label: str, where: dict) -> dict:
+        item = self.item(image)
+        folder = where.get(image)
+        if folder != UNCLEAR:
+            raise Conflict(f"{image} is already in {folder}/ (decided in another tab or moved by hand)")
+        return {"image": image, "label": label, "file": item.file, "from": UNCLEAR,
+                "to": UNCLEAR if label == UNSURE else label}  # fmt: skip
+
+    def decide(self, image: str, label: str) -> dict:
+        """Move ``image`` from unclear/ to ``label``'s folder (or record unsure), journaled first."""
+        self._check_label(label, self.labels)
         with self.lock:
-            item = self.item(image)
-            last = self.journal.last_decisions().get(image)
-            if last is None:
-                raise Conflict(f"{image} has no decision to undo")
-            folder = self.where().get(image)
-            expected = UNCLEAR if last["label"] == UNSURE else last["label"]
-            if folder != expected:
-                raise Conflict(f"{image} is in {folder}/ now, not {expected}/; undo it by hand")
-            self.journal.append({"time": _now(), "image": image, "label": "undo", "file": item.file, "from": folder})
-            if folder != UNCLEAR:
-                self._move(item, folder, UNCLEAR)
-            return {"image": image, "label": "undo", "was": last["label"]}
+            move = self._decision(image, label, self.where())
+            return {"image": image, "label": label, "action": self._act("decide", [move])}
+
+    def decide_many(self, images: list, label: str) -> dict:
+        """Decide every one of ``images`` or none: every name is checked before any is decided."""
+        self._check_label(label, self.labels)
+        if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+            raise ValueError("images must be a non-empty list of image names")
+        if len(images) > MAX_BULK or len(set(images)) != len(images):
+            raise ValueError(f"images must be at most {MAX_BULK} distinct names, got {len(images)}")
+        with self.lock:
+            where = self.where()
+            moves = [self._decision(i, label, where) for i in images]
+            return {"done": list(images), "label": label, "action": self._act("bulk", moves)}
+
+    def undo(self, image: str | None = None, action: str | None = None) -> dict:
+        """Reverse one image's standing decision, or every standing decision of ``action`` (a bulk
+        action is undone whole): journaled as one action, then the files move back."""
+        with self.lock:
+            standing, where = self.journal.last_decisions(), self.where()
+            if action is not None:
+                if not isinstance(action, str):
+                    raise ValueError("action must be an action id")
+                rows = [r for r in standing.values() if r["action"] == action]
+                if not rows:
+                    raise Conflict(f"action {action[:40]} has nothing left to undo")
+            else:
+                self.item(image)
+                if image not in standing:
+                    raise Conflict(f"{image} has no decision to undo")
+                rows = [standing[image]]
+            for r in rows:
+                if where.get(r["image"]) != r["to"]:
+                    raise Conflict(f"{r['image']} is in {where.get(r['image'], 'no folder')}/ now, not {r['to']}/; "
+                                   "undo it by hand")  # fmt: skip
+            moves = [{"image": r["image"], "label": UNDO, "file": r["file"], "from": r["to"], "to": r["from"]}
+                     for r in rows]  # fmt: skip
+            done = self._act("undo", moves)
+            return {"undone": [r["image"] for r in rows], "label": UNDO, "was": rows[0]["label"], "action": done,
+                    "image": rows[0]["image"]}  # fmt: skip
+
+    def history(self, n: int = 20) -> list[dict]:
+        """The last ``n`` actions, newest first: {action, kind, label, images (count), first, time, undone}."""
+        out = []
+        for a in reversed(self.journal.actions()[-n:]):
+            out.append({**{k: a[k] for k in ("action", "kind", "label", "time", "undone")},
+                        "images": len(a["images"]), "first": a["images"][0]})  # fmt: skip
+        return out
 
     def queue(self, order: str = "rank") -> dict:
         """The images now in unclear/, most useful first (or by name or by score)."""
@@ -178,7 +201,7 @@ class ReviewState:
             "score": lambda it: (_mean_score(it.scores), it.image),
         }
         if order not in keys:
-            raise ValueError(f"order must be rank, name or score, got {order!r}")
+            raise ValueError(f"order must be rank, name or score, got {str(order)[:40]!r}")
         items.sort(key=keys[order])
         return {
             "total": self.total_queue, "left": len(items), "models": self.models, "classes": self.classes,
@@ -187,18 +210,69 @@ class ReviewState:
                        "unsure": decided.get(it.image, {}).get("label") == UNSURE} for it in items],
         }  # fmt: skip
 
+    # ------------------------------------------------------------------------- audit
+
+    def audit_answers(self) -> list[tuple[str, str]]:
+        """(machine folder, reviewer's folder) of every standing audit answer."""
+        return [(r["from"], r["label"]) for r in self.journal.last_decisions().values() if r["kind"] == "audit"]
+
+    def audit_queue(self) -> dict:
+        """The audit images not answered yet, blind: names only, no score, no folder."""
+        answered = {r["image"] for r in self.journal.last_decisions().values() if r["kind"] == "audit"}
+        todo = [i for i in self.audit_images if i not in answered]
+        return {"total": len(self.audit_images), "left": len(todo), "classes": self.classes,
+                "folders": list(self.info.folders), "items": [{"image": i} for i in todo],
+                "figures": self.audit_figures()}  # fmt: skip
+
+    def audit_answer(self, image: str, label: str) -> dict:
+        """The reviewer's class for an audit image: journaled; a disagreeing answer moves the file."""
+        self._check_label(label, self.info.folders)
+        with self.lock:
+            item = self.item(image)
+            if image not in self.audit_images:
+                raise KeyError(f"not an image of this audit: {image[:200]!r}")
+            folder = self.where().get(image)
+            if image in self.journal.last_decisions() or folder != item.placed:
+                raise Conflict(f"{image} was already answered or moved (now in {folder}/)")
+            action = self._act("audit", [{"image": image, "label": label, "file": item.file, "from": folder,
+                                          "to": label}])  # fmt: skip
+            self.write_audit()
+            return {"image": image, "label": label, "action": action}
+
+    def audit_figures(self) -> dict:
+        return audit_mod.figures(self.audit_answers(), self.info.folders)
+
+    def write_audit(self) -> None:
+        """audit.json in the run (atomic), then the report, which renders it."""
+        import json
+
+        from .report import RUN_SUMMARY, render
+
+        fig = self.audit_figures()
+        write_atomic(self.run_dir / audit_mod.AUDIT_JSON, json.dumps(
+            {"seed": self.audit_seed, "sampled": len(self.audit_images), "folders": fig}, indent=2))
+        if (self.run_dir / RUN_SUMMARY).is_file():
+            render(self.run_dir)
+
+    # ------------------------------------------------------------------------- status
+
     def status(self) -> dict:
-        """Counts per folder and every disagreement between the journal and the folders."""
+        """Counts per folder, every disagreement between the journal and the folders, and the audit."""
         where = self.where()
         counts = {f: sum(1 for v in where.values() if v == f) for f in self.info.all_folders}
         problems = []
-        for image, row in sorted(self.journal.last_decisions().items()):
-            expected = UNCLEAR if row["label"] == UNSURE else row["label"]
-            if image in self.items and where.get(image) != expected:
-                problems.append(f"{image}: journal says {row['label']}, folder is {where.get(image, 'missing')}/")
+        for image, row in sorted(self.journal.last_rows().items()):
+            if image in self.items and where.get(image) != row["to"]:
+                says = "undone" if row["label"] == UNDO else row["label"]
+                problems.append(f"{image}: journal says {says}, folder is {where.get(image, 'missing')}/")
         missing = sorted(set(self.items) - set(where))
         problems += [f"{image}: file missing from the run folders" for image in missing]
-        return {"counts": counts, "journal_entries": len(self.journal.rows()), "problems": problems}
+        problems += [f"action {a} ({len(rows)} image(s)) was interrupted; the next `pseudolabel review` finishes it"
+                     for a, rows in self.journal.pending().items()]  # fmt: skip
+        if self.resort_pending and self.readonly:
+            problems.append("a re-sort was interrupted; the next `pseudolabel review` or `resort` finishes it")
+        return {"counts": counts, "journal_entries": len(self.journal.decisions()), "problems": problems,
+                "audit": self.audit_figures()}  # fmt: skip
 
     def image_path(self, image: str) -> Path:
         item = self.item(image)
@@ -212,10 +286,6 @@ def _mean_score(scores: dict) -> float:
     """The page's "score" order: the models' mean P(class 1) for two classes, else their mean top probability."""
     vals = [p[1] if len(p) == 2 else max(p) for p in scores.values()]
     return sum(vals) / max(len(vals), 1)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _yaml(path: Path) -> dict:
@@ -232,10 +302,10 @@ def review_work(run_dir: Path, journal_path: Path | None = None) -> tuple[int, i
         return 0, 0
     rows = read_predictions(run_dir)
     placed = {r["file"].split("/", 1)[1]: r for r in rows}
-    jp = Path(journal_path or journal_path_for(run_dir))
-    decided = Journal(jp).last_decisions() if jp.is_file() and jp.stat().st_size else {}
+    info = RunInfo.load(run_dir)
+    decided = Journal(Path(journal_path or journal_path_for(run_dir)), info.id, readonly=True).last_decisions()
     page = hand = 0
-    for f in RunInfo.load(run_dir).all_folders:
+    for f in info.all_folders:
         for n in os.listdir(run_dir / f) if (run_dir / f).is_dir() else []:
             row = placed.get(n)
             if row is None or row["decision"] == f:
@@ -246,10 +316,15 @@ def review_work(run_dir: Path, journal_path: Path | None = None) -> tuple[int, i
 
 
 def journal_path_for(run_dir: Path) -> Path:
-    """The journal the run recorded, or labels/<pipeline>/reviewed.csv next to the project's pipelines."""
+    """The journal the run recorded in run.json: ``journal.csv`` inside the run for runs of this
+    release (a relative path is relative to the run folder). Runs of earlier releases used
+    labels/<pipeline>/reviewed.csv under the working folder, which is kept for them."""
     info = RunInfo.load(run_dir)
     if info.journal:
-        return Path(info.journal)
+        p = Path(info.journal)
+        if p.is_absolute() or not info.journal.startswith("labels/") or (Path(run_dir) / p).exists():
+            return p if p.is_absolute() else Path(run_dir) / p
+        return p  # recorded by the release before journals lived in the run
     cfg = _yaml(Path(run_dir) / "config.yaml")
     return Path("labels") / str(cfg.get("name", Path(run_dir).name)) / "reviewed.csv"
 
@@ -258,4 +333,8 @@ def format_status(st: dict) -> str:
     c = st["counts"]
     lines = ["   ".join(f"{k}/ {v}" for k, v in c.items()) + f"   journal entries: {st['journal_entries']}"]
     lines += [f"disagreement: {p}" for p in st["problems"]] or ["journal and folders agree"]
+    audited = {f: v for f, v in st.get("audit", {}).items() if v["audited"]}
+    if audited:
+        lines.append("audit (95 % Wilson interval): " + "; ".join(audit_mod.describe(f, v).replace("`", "")
+                                                                  for f, v in audited.items()))
     return "\n".join(lines)

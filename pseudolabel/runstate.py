@@ -32,6 +32,7 @@ UNCLEAR = "unclear"  # the review queue's folder
 FIELDS = ("image", "file", "decision", "queue_rank", "source", "issue")  # predictions.csv, in this order
 SCORES = "scores"  # sub-folder of (N, K) probability arrays, one per model
 RUN_JSON = "run.json"
+JOURNAL = "journal.csv"  # the review journal's default place, inside the run folder
 FINAL = "final"  # the final model's score name (after `resort`) and its folder
 # where an image's current place comes from (see provenance)
 SEED_TRAIN, SEED_VAL, VOTE, RESORTED, REVIEWED, HAND = "seed-train", "seed-val", "vote", "final", "reviewed", "hand"
@@ -45,7 +46,7 @@ class RunInfo:
     classes: tuple[str, ...]
     folders: tuple[str, ...]  # the class folders, in class order
     models: tuple[str, ...]  # the voting seed models
-    journal: str = ""  # the review journal this run was started with ("" = the default)
+    journal: str = ""  # the review journal, relative to the run folder ("" = an earlier release's default)
 
     @property
     def all_folders(self) -> tuple[str, ...]:
@@ -65,9 +66,8 @@ class RunInfo:
 
     @classmethod
     def new(cls, cfg) -> RunInfo:
-        """A fresh id for a run of ``cfg``, whose journal is labels/<pipeline>/reviewed.csv."""
-        journal = f"labels/{cfg.name}/reviewed.csv"
-        return cls(uuid.uuid4().hex[:12], tuple(cfg.classes), tuple(cfg.folders), tuple(cfg.models), journal)
+        """A fresh id for a run of ``cfg``, whose journal is ``journal.csv`` inside the run folder."""
+        return cls(uuid.uuid4().hex[:12], tuple(cfg.classes), tuple(cfg.folders), tuple(cfg.models), JOURNAL)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunInfo:

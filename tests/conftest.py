@@ -254,3 +254,80 @@ def make_color_run(tmp_path: Path, n: int = 45, seed: int = 0) -> Path:
     (run / "config.yaml").write_text(yaml.safe_dump({"name": "colors-test", "classes": list(folders),
                                                      "folder_names": "name", "channels": 3, "image_size": [40, 32]}))
     return run
+
+
+# ----------------------------------------------------------------------------- the review server over plain HTTP
+
+
+def page_token(url: str) -> str:
+    """The session token the review server wrote into its page (what only a same-origin reader sees)."""
+    import re
+    import urllib.request
+
+    html = urllib.request.urlopen(url).read().decode()
+    return re.search(r'name="pseudolabel-token" content="([^"]+)"', html).group(1)
+
+
+def post(url: str, path: str, body, token: str | None, origin: str | None = "same",
+         ctype: str | None = "application/json", raw: bytes | None = None) -> tuple[int, dict]:
+    """POST to the review server; returns (status, JSON answer). ``origin="same"``: the server's own."""
+    import urllib.error
+    import urllib.request
+
+    headers = {}
+    if ctype:
+        headers["Content-Type"] = ctype
+    if token:
+        headers["X-Pseudolabel-Token"] = token
+    if origin:
+        headers["Origin"] = url.rstrip("/") if origin == "same" else origin
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+# ----------------------------------------------------------------------------- Chromium and review servers
+
+CHROMIUM = os.environ.get("PSEUDOLABEL_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven by playwright."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def serve_state(state, mode: str = "review"):
+    """Serve a ReviewState in a thread: yields (url, state) and stops the server after."""
+    import threading
+
+    from pseudolabel.review_server import make_server
+
+    server = make_server(state, 0, mode=mode)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", state
+    server.shutdown()
+    server.server_close()
+
+
+def start_review_server(run: Path, journal: Path, *extra: str):
+    """`pseudolabel review RUN` as a real process: (process, URL)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pseudolabel.cli", "review", str(run), "--no-browser", "--journal",
+                             str(journal), *extra], stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("open "):
+            return proc, line.split()[1]
+    raise AssertionError("review server did not print its URL")

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from pseudolabel.data import Problems, clean_seed_labels, load_image, load_pool, read_seed_labels, split_seeds
-from tests.conftest import copy_crops
-from tests.conftest import run_cli, write_pipeline
+from tests.conftest import copy_crops, run_cli, write_pipeline
 
 CLASSES = ("closed", "open")
 
@@ -220,3 +219,34 @@ def test_symlink_loops_are_skipped(pool):  # (12)
     kept, _, lines = load(root)
     assert kept == names
     assert "skipped" in one_line_about(lines, "loop_a.jpg") and "skipped" in one_line_about(lines, "loop_b.jpg")
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("yaml image_size", "{tmp}/p.yaml: image_size must be a whole number, got 'big'"),
+    ("yaml classes", "{tmp}/p.yaml: classes must be a list, got 'closed'"),
+    ("yaml enabled", "{tmp}/p.yaml:label_check: enabled must be true or false, got 'no'"),
+    ("predict csv", "--csv {tmp}/missing/out.csv: folder {tmp}/missing does not exist"),
+    ("predict threshold", "--threshold must be in [0, 1], got 1.5"),
+    ("retrain config only", "not a run folder (no predictions.csv): {tmp}/run"),
+])  # fmt: skip
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, case, expected):
+    """The command-line faults the review probe found: each is one line naming the key or value, exit 2."""
+    from tests.conftest import run_cli
+
+    yaml_cases = {"yaml image_size": "image_size: big\n", "yaml classes": "classes: closed\n",
+                  "yaml enabled": "label_check:\n  enabled: 'no'\n"}  # fmt: skip
+    if case in yaml_cases:
+        (tmp_path / "p.yaml").write_text(yaml_cases[case])
+        args = ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "out")]
+    elif case == "predict csv":
+        args = ["predict", str(tmp_path), "--model", str(tmp_path / "none"), "--csv", str(tmp_path / "missing" / "out.csv")]
+    elif case == "predict threshold":
+        args = ["predict", str(tmp_path), "--threshold", "1.5"]
+    else:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "config.yaml").write_text("name: x\n")
+        args = ["retrain", str(tmp_path / "run")]
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == ["pseudolabel: error: " + expected.format(tmp=tmp_path)]
+    assert not (tmp_path / "out").exists()

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pseudolabel.review import ReviewState
-from tests.conftest import tree_digest
-from tests.conftest import run_cli, write_pipeline
-from tests.conftest import make_seed_run
+from pseudolabel.review import ReviewState, journal_path_for
+from tests.conftest import make_seed_run, run_cli, tree_digest, write_pipeline
 
 
 @pytest.fixture
@@ -92,7 +90,8 @@ def seed_run(tmp_path, eyes):
 @pytest.mark.parametrize("how", ["page", "hand"])
 def test_rerun_after_review_refuses_and_keeps_the_review(seed_run, how):
     tmp, run, images = seed_run
-    journal = tmp / "labels" / "eyes" / "reviewed.csv"
+    journal = journal_path_for(run)  # the run's own: RUN/journal.csv
+    assert journal == run / "journal.csv"
     state = ReviewState(run, journal)
     image = state.queue()["items"][0]["image"]
     if how == "page":

@@ -5,14 +5,13 @@ dev_labels.csv: a test is evaluation, and nothing here trains the pipeline's mod
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from pseudolabel.config import LabelCheckConfig
-from tests.conftest import dev_subset as _dev_subset
 from pseudolabel.label_issues import cnn_fit_predict, find_issues, out_of_fold_probs, requeue, stratified_folds
 from pseudolabel.vote import UNCLEAR
+from tests.conftest import dev_subset as _dev_subset
 
 
 @pytest.mark.parametrize("n0,n1,k", [(10, 10, 2), (7, 30, 4), (100, 3, 3), (5, 5, 5)])

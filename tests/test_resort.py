@@ -224,7 +224,8 @@ def test_resort_settles_a_flagged_vote_decision(touched, score, settle, folder):
 def test_resort_cli_keep_flagged(touched, monkeypatch, capsys, flags, folder):
     """`pseudolabel resort --keep-flagged` turns settling off; a fake final model (fixed scores,
     sure the flagged vote decision is closed) stands in for the exported one."""
-    from pseudolabel import cli, resort as resort_module
+    from pseudolabel import cli
+    from pseudolabel import resort as resort_module
 
     run, journal, who = touched
     names = [r["image"] for r in rows_of(run)]

@@ -6,42 +6,19 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from pseudolabel.review import ReviewState
-from pseudolabel.review_server import make_server
-from tests.conftest import ROOT, make_color_run, mark_issue
+from tests.conftest import ROOT, make_color_run, mark_issue, page_token, post, serve_state, start_review_server
 
-CHROMIUM = os.environ.get("PSEUDOLABEL_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 SHOTS = ROOT / "build" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
-
-
 def _serve(run, tmp_path):
-    state = ReviewState(run, tmp_path / "labels" / "eyes-test" / "reviewed.csv")
-    server = make_server(state, 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", state
-    server.shutdown()
-    server.server_close()
+    yield from serve_state(ReviewState(run, tmp_path / "labels" / "eyes-test" / "reviewed.csv"))
 
 
 @pytest.fixture
@@ -63,11 +40,18 @@ def served_colors(tmp_path):
 
 
 def journal(state):
-    return [(r["image"], r["label"]) for r in csv.DictReader(open(state.journal.path))]
+    return [(r["image"], r["label"]) for r in csv.DictReader(open(state.journal.path)) if r["kind"] != "done"]
+
+
+def new_page(browser):
+    """A page whose tests may evaluate JavaScript strings (playwright's wait_for_function), which
+    the review page's Content-Security-Policy forbids (no eval); test_review_security checks the
+    page under its real policy."""
+    return browser.new_context(bypass_csp=True, viewport={"width": 1100, "height": 800}).new_page()
 
 
 def open_page(browser, url):
-    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    page = new_page(browser)
     page.goto(url)
     page.wait_for_function("document.getElementById('counter').dataset.left !== undefined")
     return page
@@ -120,13 +104,18 @@ def test_undo_reverses_the_last_decision(browser, served):
     page.close()
 
 
+def open_grid(page):
+    """Switch to grid mode; the cells."""
+    page.keyboard.press("g")
+    page.wait_for_selector("#grid .cell")
+    return page.locator("#grid .cell")
+
+
 def test_grid_bulk_labelling_and_rest_of_page(browser, served):
     url, state = served
     page = open_page(browser, url)
     n = left(page)
-    page.keyboard.press("g")
-    page.wait_for_selector("#grid .cell")
-    cells = page.locator("#grid .cell")
+    cells = open_grid(page)
     on_page = min(48, n)
     assert cells.count() == on_page
     names = [cells.nth(i).get_attribute("data-image") for i in range(3)]
@@ -194,11 +183,8 @@ def test_path_traversal_is_refused(served, path):
 
 def test_decide_on_a_path_is_refused_and_nothing_is_written(served):
     url, state = served
-    req = urllib.request.Request(url + "api/decide", data=json.dumps({"image": "../images/000001.jpg", "label": "1"}).encode(),
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req)
-    assert err.value.code == 404 and journal(state) == []
+    status, answer = post(url, "/api/decide", {"image": "../images/000001.jpg", "label": "1"}, page_token(url))
+    assert status == 404 and "not an image of this run" in answer["error"] and journal(state) == []
 
 
 def test_foreign_host_header_is_refused(served):
@@ -209,18 +195,9 @@ def test_foreign_host_header_is_refused(served):
     assert err.value.code == 403
 
 
-def start_server(run, journal_path):
-    proc = subprocess.Popen([sys.executable, "-m", "pseudolabel.cli", "review", str(run), "--no-browser",
-                             "--journal", str(journal_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
-    for line in proc.stdout:
-        if line.startswith("open "):
-            return proc, line.split()[1]
-    raise AssertionError("review server did not print its URL")
-
-
 def test_sigkill_mid_review_loses_no_confirmed_decision(browser, fake_run, tmp_path):
     journal_path = tmp_path / "labels" / "reviewed.csv"
-    proc, url = start_server(fake_run, journal_path)
+    proc, url = start_review_server(fake_run, journal_path)
     assert url.startswith("http://127.0.0.1:")
     page = open_page(browser, url)
     n = left(page)
@@ -233,7 +210,7 @@ def test_sigkill_mid_review_loses_no_confirmed_decision(browser, fake_run, tmp_p
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     page.close()
-    proc2, url2 = start_server(fake_run, journal_path)
+    proc2, url2 = start_review_server(fake_run, journal_path)
     try:
         st = ReviewState(fake_run, journal_path)
         decided = st.journal.last_decisions()
@@ -330,4 +307,82 @@ def test_three_classes_keys_hints_and_grid_labelling_to_the_third_class(browser,
     assert done.count() == 2 and all("→ blue" in done.nth(i).inner_text() for i in range(2))
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "review-grid-3-classes.png"))
+    page.close()
+
+
+def test_fifty_keys_as_fast_as_the_browser_can_give_fifty_decisions_in_order(browser, served):
+    url, state = served
+    page = open_page(browser, url)
+    n = left(page)
+    order = [it["image"] for it in state.queue()["items"]][:50]
+    keys = ["1", "0", "s", "o", "c"] * 10
+    for key in keys:  # no waiting between presses
+        page.keyboard.press(key)
+    page.wait_for_function(f"document.getElementById('counter').dataset.left == '{n - 40}'", timeout=60000)
+    page.wait_for_function("!document.getElementById('counter').textContent.includes('sending')", timeout=60000)
+    label = {"1": "1", "0": "0", "s": "unsure", "o": "1", "c": "0"}
+    assert journal(state) == [(image, label[k]) for image, k in zip(order, keys)]
+    assert state.status()["problems"] == []
+    page.close()
+
+
+def test_u_after_a_bulk_action_undoes_all_of_it_and_the_history_shows_it(browser, served):
+    url, state = served
+    page = open_page(browser, url)
+    n = left(page)
+    cells = open_grid(page)
+    names = [cells.nth(i).get_attribute("data-image") for i in range(4)]
+    for i in range(4):
+        cells.nth(i).click()
+    press_and_wait(page, "0", n - 4)
+    assert page.locator("#grid .cell.done").count() == 4
+    assert all("→ closed" in page.locator("#grid .cell.done").nth(i).inner_text() for i in range(4))
+    page.wait_for_function("document.getElementById('hist').textContent.includes('4 images → closed')")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-grid-decided.png"))
+    press_and_wait(page, "u", n)  # one key: the whole bulk action
+    assert all(state.where()[x] == "unclear" for x in names)
+    page.wait_for_function("document.querySelector('#hist li.undone') !== null")
+    assert "undo of 4 images" in page.inner_text("#hist")
+    page.close()
+
+
+def test_a_failed_decision_is_shown_with_its_image(browser, served, fake_run):
+    url, state = served
+    page = open_page(browser, url)
+    image = current(page)
+    item = state.items[image]
+    os.rename(fake_run / "unclear" / item.file, fake_run / "1" / item.file)  # gone before the key lands
+    page.keyboard.press("0")
+    page.wait_for_function("document.getElementById('failed').textContent.includes('already in 1/')")
+    assert image in page.inner_text("#failed") and page.locator("#failed img").count() == 1
+    page.close()
+
+
+@pytest.fixture
+def audit_served(fake_run, tmp_path):
+    yield from serve_state(ReviewState(fake_run, tmp_path / "j.csv", audit=(6, 0)), mode="audit")
+
+
+def test_audit_page_is_blind_and_gives_the_figures(browser, audit_served, fake_run):
+    url, state = audit_served
+    page = new_page(browser)
+    page.goto(url)
+    page.wait_for_function("document.getElementById('counter').textContent.includes('to audit')")
+    text = page.inner_text("body")
+    assert "yolov8-cls" not in text and "resnet50" not in text and "rank" not in text  # blind
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-audit.png"))
+    shown = []
+    for _ in range(6):
+        image = page.get_attribute("#auditimg", "data-image")
+        shown.append(image)
+        page.keyboard.press("0")  # every image is closed, says the person
+        page.wait_for_function(f"document.getElementById('auditimg').dataset.image !== '{image}'")
+    page.wait_for_function("document.getElementById('auditfig').textContent.includes('Audit done')")
+    assert sorted(shown) == sorted(state.audit_images)
+    fig = json.loads((fake_run / "audit.json").read_text())["folders"]
+    assert (fig["0"]["audited"], fig["0"]["right"], fig["1"]["audited"], fig["1"]["right"]) == (3, 3, 3, 0)
+    assert "3 of 3 right" in page.inner_text("#auditfig") and "0 of 3 right" in page.inner_text("#auditfig")
+    assert all(state.where()[i] == "0" for i in shown)  # the 1/ ones moved to what the person said
     page.close()
