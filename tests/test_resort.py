@@ -7,6 +7,7 @@ import pytest
 
 from pseudolabel import runstate, sort
 from pseudolabel.config import ResortConfig
+from pseudolabel.journal import DONE, FIELDS
 from pseudolabel.resort import movable_images, resort, resort_run
 from pseudolabel.review import ReviewState, review_work
 from pseudolabel.runstate import output_lock
@@ -248,8 +249,9 @@ def test_resort_is_idempotent_and_keeps_the_journal_readable(touched):
     image = st.queue()["items"][-1]["image"]
     st.decide(image, "1")
     rows = list(csv.DictReader(open(journal)))
-    assert list(rows[0]) == ["time", "image", "label", "file", "from"]
-    assert rows[-1]["image"] == image and rows[-1]["label"] == "1" and None not in rows[-1]
+    assert list(rows[0]) == FIELDS and None not in rows[-1] and rows[-1]["kind"] == DONE
+    mine = [r for r in rows if r["action"] == rows[-1]["action"] and r["kind"] != DONE]
+    assert [(r["image"], r["label"], r["to"]) for r in mine] == [(image, "1", "1")]
 
 
 def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_path, monkeypatch):

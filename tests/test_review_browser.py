@@ -145,6 +145,8 @@ def test_reload_continues_where_it_stopped(browser, served):
     skipped = current(page)
     page.keyboard.press("s")
     page.wait_for_function(f"document.getElementById('big').dataset.image !== '{skipped}'")
+    # reload only once the server confirmed the skip (a reload cancels a request still on its way)
+    page.wait_for_function(f"document.getElementById('hist').textContent.includes('{skipped} → unsure')")
     expected = current(page)
     page.reload()
     page.wait_for_function("document.getElementById('counter').dataset.left !== undefined")
