@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -29,16 +30,21 @@ from pseudolabel.review import ReviewState  # noqa: E402
 from pseudolabel.review_server import make_server  # noqa: E402
 
 
-def make_run(root: Path, n: int) -> Path:
-    """A run of ``n`` generated 8x8 PNGs, every one in unclear/ (fake scores, no training)."""
+def make_run(root: Path, n: int, images: Path | None = None) -> Path:
+    """A run of ``n`` generated 8x8 PNGs (or of every file in ``images``), every one in unclear/
+    (fake scores, no training)."""
     from PIL import Image
 
-    images, run = root / "images", root / "run"
-    images.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = [f"img{i:06d}.png" for i in range(n)]
-    for name in names:
-        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(images / name)
+    run, rng = root / "run", np.random.default_rng(0)
+    if images is None:
+        images = root / "images"
+        images.mkdir(parents=True)
+        names = [f"img{i:06d}.png" for i in range(n)]
+        for name in names:
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(images / name)
+    else:
+        names = sorted(os.listdir(images))
+        n = len(names)
     decision, rank = np.full(n, -1), np.arange(1, n + 1)
     folders = ("0", "1")
     placements = sort.plan(names, decision, rank, folders)

@@ -24,8 +24,9 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def _u(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(n, generator=g) * (hi - lo) + lo
+def _u(n: int, lo: float, hi: float, g: torch.Generator | None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n,) uniform in [lo, hi), made on ``device`` (the images' device: every random tensor is)."""
+    return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
 
 def _per(v: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ def _per(v: torch.Tensor) -> torch.Tensor:
 
 
 def flip(x: torch.Tensor, p: float = 0.5, g: torch.Generator | None = None) -> torch.Tensor:
-    m = _per(torch.rand(len(x), generator=g) < p)
+    m = _per(torch.rand(len(x), generator=g, device=x.device) < p)
     return torch.where(m, x.flip(-1), x)
 
 
@@ -41,10 +42,11 @@ def affine(x: torch.Tensor, *, translate: float = 0.0, degrees: float = 0.0, sca
            shear: float = 0.0, g: torch.Generator | None = None) -> torch.Tensor:
     """Random per-image shift (fraction of size), rotation and shear (degrees) and zoom, reflection-padded."""
     n = len(x)
-    ang = torch.deg2rad(_u(n, -degrees, degrees, g))
-    sh = torch.deg2rad(_u(n, -shear, shear, g))
-    s = _u(n, *scale, g)
-    tx, ty = _u(n, -translate, translate, g) * 2, _u(n, -translate, translate, g) * 2
+    d = x.device
+    ang = torch.deg2rad(_u(n, -degrees, degrees, g, d))
+    sh = torch.deg2rad(_u(n, -shear, shear, g, d))
+    s = _u(n, *scale, g, d)
+    tx, ty = _u(n, -translate, translate, g, d) * 2, _u(n, -translate, translate, g, d) * 2
     cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
     theta = torch.stack([torch.stack([cos, -sin + torch.tan(sh), tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -61,7 +63,7 @@ def contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
-    k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+    k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=x.dtype, device=x.device) / 16
     k = k.expand(x.shape[1], 1, 3, 3)
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1])
 
@@ -112,9 +114,10 @@ def solarize(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def cutout(x: torch.Tensor, frac: float = 0.33, g: torch.Generator | None = None) -> torch.Tensor:
     """Grey out one random square of side up to ``frac`` of the image per image."""
     n, _, h, w = x.shape
-    side = (_u(n, 0.0, frac, g) * min(h, w)).round().long().view(-1, 1, 1)
-    cy, cx = (torch.rand(n, generator=g) * h).long().view(-1, 1, 1), (torch.rand(n, generator=g) * w).long().view(-1, 1, 1)
-    yy, xx = torch.arange(h).view(1, -1, 1), torch.arange(w).view(1, 1, -1)
+    d = x.device
+    side = (_u(n, 0.0, frac, g, d) * min(h, w)).round().long().view(-1, 1, 1)
+    cy, cx = (_u(n, 0.0, h, g, d)).long().view(-1, 1, 1), (_u(n, 0.0, w, g, d)).long().view(-1, 1, 1)
+    yy, xx = torch.arange(h, device=d).view(1, -1, 1), torch.arange(w, device=d).view(1, 1, -1)
     box = ((yy - cy).abs() * 2 < side) & ((xx - cx).abs() * 2 < side)
     return torch.where(box[:, None], torch.full_like(x, 0.5), x)
 
@@ -124,9 +127,10 @@ def seed_augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Ten
     and on RGB a colour (saturation) jitter."""
     n = len(x)
     x = affine(flip(x, g=g), translate=0.1, degrees=10, scale=(0.9, 1.1), g=g)
-    x = contrast(brightness(x, _u(n, 0.7, 1.3, g)), _u(n, 0.7, 1.3, g))
-    x = sharpness(x, _u(n, 0.0, 2.0, g))
-    return saturation(x, _u(n, 0.6, 1.4, g)) if x.shape[1] == 3 else x
+    d = x.device
+    x = contrast(brightness(x, _u(n, 0.7, 1.3, g, d)), _u(n, 0.7, 1.3, g, d))
+    x = sharpness(x, _u(n, 0.0, 2.0, g, d))
+    return saturation(x, _u(n, 0.6, 1.4, g, d)) if x.shape[1] == 3 else x
 
 
 def crop_shift(x: torch.Tensor, frac: float = 0.125, g: torch.Generator | None = None) -> torch.Tensor:
@@ -135,10 +139,11 @@ def crop_shift(x: torch.Tensor, frac: float = 0.125, g: torch.Generator | None =
     n, _, h, w = x.shape
     k = max(1, round(frac * min(h, w)))
     p = F.pad(x, (k, k, k, k), mode="reflect").permute(0, 2, 3, 1)  # (N, H + 2k, W + 2k, C)
-    oy, ox = torch.randint(0, 2 * k + 1, (n,), generator=g), torch.randint(0, 2 * k + 1, (n,), generator=g)
-    rows = (oy[:, None] + torch.arange(h))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, :]
-    return p[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
+    d = x.device
+    oy, ox = (torch.randint(0, 2 * k + 1, (n,), generator=g, device=d) for _ in range(2))
+    rows = (oy[:, None] + torch.arange(h, device=d))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=d))[:, None, :]
+    return p[torch.arange(n, device=d)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
 def weak_augment(x: torch.Tensor, g: torch.Generator | None = None, shift: str = "bilinear") -> torch.Tensor:
@@ -162,29 +167,29 @@ def strong_ops(channels: int) -> tuple[str, ...]:
 
 
 def _apply_op(name: str, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-    n = len(x)
+    n, d = len(x), x.device
     if name == "autocontrast":
         return autocontrast(x)
     if name == "brightness":
-        return brightness(x, _u(n, 0.05, 1.95, g))
+        return brightness(x, _u(n, 0.05, 1.95, g, d))
     if name == "contrast":
-        return contrast(x, _u(n, 0.05, 1.95, g))
+        return contrast(x, _u(n, 0.05, 1.95, g, d))
     if name == "equalize":
         return equalize(x)
     if name == "posterize":
-        return posterize(x, torch.randint(4, 9, (n,), generator=g).float())
+        return posterize(x, torch.randint(4, 9, (n,), generator=g, device=d).float())
     if name == "rotate":
         return affine(x, degrees=30, g=g)
     if name == "sharpness":
-        return sharpness(x, _u(n, 0.05, 1.95, g))
+        return sharpness(x, _u(n, 0.05, 1.95, g, d))
     if name == "shear":
         return affine(x, shear=17, g=g)
     if name == "solarize":
-        return solarize(x, _u(n, 0.0, 1.0, g))
+        return solarize(x, _u(n, 0.0, 1.0, g, d))
     if name == "translate":
         return affine(x, translate=0.3, g=g)
     if name == "color":
-        return saturation(x, _u(n, 0.05, 1.95, g))
+        return saturation(x, _u(n, 0.05, 1.95, g, d))
     return x
 
 
@@ -195,7 +200,7 @@ def strong_augment(x: torch.Tensor, n_ops: int = 2, g: torch.Generator | None = 
     x = weak_augment(x, g=g, shift=shift)
     ops = strong_ops(x.shape[1])
     for _ in range(n_ops):
-        choice = torch.randint(len(ops), (len(x),), generator=g)
+        choice = torch.randint(len(ops), (len(x),), generator=g, device=x.device)
         out = x.clone()
         for k, name in enumerate(ops):
             m = choice == k

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import device as devices
+from .cache import cache_dir
 from .config import BACKBONE_HELP, MONITORS, TTA_MODES, Config, load_config, with_overrides
 
 DEFAULT_PIPELINE = "pipelines/eyes.yaml"
@@ -48,6 +51,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fixmatch-epochs", type=int, dest="fixmatch_epochs", help="FixMatch epochs of the teacher")
     p.add_argument("--student-max", type=int, dest="student_max", help="pool images the student learns from")
     p.add_argument("--limit", type=int, help="quick trials: only the first N pool images, plus the seed-labeled ones")
+    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
+                   "pipeline's device, auto)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -57,6 +62,7 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
         "images": args.images, "labels": args.labels, "threshold": args.threshold, "n_train": args.n_train,
         "seed": args.seed, "pretrained": args.pretrained, "student_max": args.student_max, "limit": args.limit,
         "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
+        "device": args.device,
     }  # fmt: skip
     return with_overrides(cfg, **over)
 
@@ -65,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
     cfg = resolve_run_config(args)
+    devices.use(cfg.device)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     run_pipeline(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
     return 0
@@ -138,6 +145,8 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation in the exported model (default flip+shift: "
                    "10 views averaged; none predicts about 10x faster)")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
+                   "pipeline's device, auto)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -151,7 +160,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
                                                        "monitor", "vote_weight", "unlabeled", "threshold_user",
                                                        "tta")}  # fmt: skip
-    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over)
+    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, device=args.device, **over)
+    devices.use(cfg.device)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
     c = m["counts"]
     print(f"labeled {c['labeled']} (vote-only {c['vote']}, reviewed {c['reviewed']}), unlabeled {c['unlabeled']}, "
@@ -180,6 +190,8 @@ def _add_resort(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-flagged", action="store_const", const=False, dest="settle_flagged",
                    help="leave every vote decision the label check flagged for a person (default: the final model "
                    "re-decides them like any other)")  # fmt: skip
+    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
+                   "pipeline's device, auto)")  # fmt: skip
 
 
 def cmd_resort(args: argparse.Namespace) -> int:
@@ -191,7 +203,9 @@ def cmd_resort(args: argparse.Namespace) -> int:
         raise ValueError(f"not a run folder (no predictions.csv or config.yaml): {run}")
     cfg = with_overrides(load_config(run / "config.yaml"), **{"resort.accept": args.accept,
                                                               "resort.keep_agreed": args.keep_agreed,
-                                                              "resort.settle_flagged": args.settle_flagged})  # fmt: skip
+                                                              "resort.settle_flagged": args.settle_flagged},
+                         device=args.device)  # fmt: skip
+    devices.use(cfg.device)
     res = resort_run(run, Path(args.journal) if args.journal else journal_path_for(run), cfg.resort, args.model)
     b, a = res["before"], res["after"]
     n = max(sum(a.values()), 1)
@@ -211,6 +225,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", help="image files, folders or globs")
     p.add_argument("--model", default="runs/eyes", help="run folder, its final/ folder, or model.ts")
     p.add_argument("--csv", help="also write the results to this CSV file")
+    p.add_argument("--no-cache", action="store_true", dest="no_cache", help="decode the images without keeping "
+                   "them in the pool cache (~/.cache/pseudolabel/pools or $PSEUDOLABEL_CACHE)")  # fmt: skip
+    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")  # fmt: skip
     p.add_argument("--show", metavar="DIR", nargs="?", const="predictions", help="save a picture per image with its score")
     p.add_argument("--threshold", type=float, help="two classes only: label = class 1 when P(class 1) >= this "
                    "(default: the top class, i.e. 0.5)")  # fmt: skip
@@ -223,32 +240,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.csv and not Path(args.csv).parent.is_dir():  # before any work
         raise ValueError(f"--csv {args.csv}: folder {Path(args.csv).parent} does not exist")
+    devices.use(args.device or "auto")
     clf = Classifier.load(args.model)
     k = len(clf.classes)
     if args.threshold is not None and k != 2:
         raise ValueError(f"--threshold is for two-class models; this one has {k} classes (the label is the top class)")
     paths, problems = collect_paths(args.paths)
-    good, arrays = [], []
-    for p in paths:
-        try:
-            arrays.append(clf.load_images([p])[0])
-            good.append(p)
-        except (OSError, ValueError) as exc:
-            problems.append(f"{p}: cannot read image ({exc.__class__.__name__}); skipped")
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
-    if not good:
-        raise ValueError("no readable images among " + " ".join(args.paths))
-    probs = clf.predict_array(np.stack(arrays))
-    labels, scores = predict_labels(probs, clf.classes, args.threshold)
     header = ",".join(["image", "label", "score", *(f"p_{c}" for c in clf.classes)])
-    lines = [header] + [",".join([_csv_field(str(p)), _csv_field(lab), f"{s:.6f}", *(f"{v:.6f}" for v in row)])
-                        for p, lab, s, row in zip(good, labels, scores, probs)]  # fmt: skip
-    print("\n".join(lines))
-    if args.csv:
-        Path(args.csv).write_text("\n".join(lines) + "\n")
+    tmp = Path(args.csv).with_name(f".{Path(args.csv).name}.tmp") if args.csv else None
+    out = open(tmp, "w") if tmp else None  # noqa: SIM115 -- replaced into place once complete
+    print(header)
+    if out:
+        out.write(header + "\n")
+    good, shown = 0, ([], [], [])
+    cache = None if args.no_cache else cache_dir(Config.pool_cache)
+    for chunk, probs in clf.score_files(paths, warn=lambda m: print(f"warning: {m}", file=sys.stderr), cache=cache):
+        labels, scores = predict_labels(probs, clf.classes, args.threshold)
+        text = "\n".join(",".join([_csv_field(str(p)), _csv_field(lab), f"{s:.6f}", *(f"{v:.6f}" for v in row)])
+                         for p, lab, s, row in zip(chunk, labels, scores, probs)) + "\n"  # fmt: skip
+        sys.stdout.write(text)
+        if out:
+            out.write(text)
+        good += len(chunk)
+        if args.show:
+            shown[0].extend(chunk), shown[1].extend(labels), shown[2].extend(scores)
+    if out:
+        out.close()
+    if not good:
+        if tmp:
+            tmp.unlink()
+        raise ValueError("no readable images among " + " ".join(args.paths))
+    if tmp:
+        os.replace(tmp, args.csv)
     if args.show:
-        show(good, labels, scores, Path(args.show), f"P({clf.classes[1]})" if k == 2 else "top probability")
+        show(shown[0], shown[1], np.asarray(shown[2]), Path(args.show),
+             f"P({clf.classes[1]})" if k == 2 else "top probability")  # fmt: skip
     return 0
 
 

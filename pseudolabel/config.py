@@ -6,6 +6,7 @@ override the file through :func:`with_overrides`. The resolved config is written
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ class SeedTrainConfig:
     stem: str = "upsample"  # resnet50 input adaptation: "upsample" (stock stem) or "stride1" (3x3 stem, no maxpool)
     input_size: int = 32  # resnet50 with stem=upsample: the shorter side is resized to at least this many pixels
     tta: bool = True  # average the prediction over the image and its horizontal flip
-    fixmatch_epochs: int = 0  # after supervised training: FixMatch epochs over the pool (0 = off)
+    fixmatch_epochs: int = 0  # after supervised training: FixMatch epochs (0 = off)
+    fixmatch_epoch_steps: int = 32  # optimiser steps per FixMatch epoch, unlabeled batches drawn at random from the pool
     fixmatch_lr: float = 0.01  # FixMatch SGD learning rate (cosine-decayed)
     fixmatch_tau: float = 0.95  # FixMatch confidence threshold on the weak view's top probability
     fixmatch_ema: float = 0.99  # decay of the EMA weights FixMatch evaluates and keeps
@@ -44,14 +46,17 @@ class RetrainConfig:
     input_size: int = 32  # timm and yolov8-cls backbones see images resized to at least this many pixels
     width: int = 16  # tinycnn: channels of its first stage (the next two have 2x and 4x)
     members: int = 2  # networks trained apart (own seed, own pretraining) and averaged into one exported model
-    pretrain_epochs: int = 60  # SimCLR passes over the pool before any label is seen (0 = none)
+    pretrain_epochs: int = 60  # SimCLR epochs before any label is seen (0 = none)
+    pretrain_epoch_steps: int = 15  # SimCLR optimiser steps per epoch, batches drawn at random from the unlabeled set
     pretrain_temperature: float = 0.2  # SimCLR softmax temperature
     pretrain_batch_size: int = 256  # SimCLR images per step (each gives two views)
     pretrain_lr: float = 2e-3  # SimCLR peak learning rate (AdamW, one-cycle)
     warmup_epochs: int = 8  # supervised passes over the labeled set first (AdamW); FixMatch starts from there
     warmup_batch_size: int = 64  # labeled images per warm-up step
     warmup_lr: float = 2e-3  # warm-up peak learning rate
-    epochs: int = 100  # FixMatch passes over the unlabeled set
+    epochs: int = 100  # FixMatch epochs: validations, epoch_steps optimiser steps apart
+    epoch_steps: int = 32  # FixMatch optimiser steps per epoch; the cost depends on this budget, not the pool's size
+    workers: int = 0  # DataLoader processes reading unlabeled batches ahead (0 = in this process)
     batch_size: int = 32  # labeled images per step
     mu: int = 4  # unlabeled images per labeled image in a step
     tau: float = 0.9  # confidence threshold on the weak view's top probability
@@ -120,6 +125,8 @@ class Config:
     std: tuple[float, ...] | None = None  # per-channel std of [0, 1] inputs, with normalize: given
     n_train: int = 80  # seed labels used to train; the rest validate (stratified split)
     seed: int = 0  # random seed for the split, the augmentations and the models
+    device: str = "auto"  # where models train and score: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
+    pool_cache: str = "~/.cache/pseudolabel/pools"  # decoded pools, kept as uint8 memmaps and reused; "" = off
     threshold: float | tuple[float, ...] = 0.8  # decided as class c when both models' top class is c and each
     # top probability is >= this; one number for both models or one per model, in the order of `models`
     teacher_conf: float = 0.8  # the second model also learns from pool images the first gives a top probability >= this
@@ -207,6 +214,8 @@ def _validate(cfg: Config) -> None:
         raise ValueError(f"limit must be positive, got {cfg.limit!r}")
     if len(cfg.models) != 2:
         raise ValueError(f"models must name exactly two seed models, got {list(cfg.models)!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(cfg.device).strip().lower()):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     _validate_retrain(cfg.retrain)
     rs = cfg.resort
     acc = accept_per_class(rs, len(cfg.classes))
@@ -223,7 +232,7 @@ def _validate(cfg: Config) -> None:
             raise ValueError(f"yolo variant must be n, s or m, got {sub.variant!r}")
         if sub.stem not in ("stride1", "upsample"):
             raise ValueError(f"resnet50 stem must be 'stride1' or 'upsample', got {sub.stem!r}")
-        if sub.epochs < 1 or sub.batch_size < 1:
+        if sub.epochs < 1 or sub.batch_size < 1 or sub.fixmatch_epoch_steps < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {sub.epochs!r}, {sub.batch_size!r}")
         if sub.fixmatch_monitor not in MONITORS:
             raise ValueError(f"fixmatch_monitor must be one of {MONITORS}, got {sub.fixmatch_monitor!r}")
@@ -251,6 +260,9 @@ def _validate_retrain(r: RetrainConfig) -> None:
         raise ValueError(f"retrain: vote_weight, review_val_share and tau must lie in [0, 1], got {r!r}")
     if r.members < 1:
         raise ValueError(f"retrain members must be a whole number >= 1, got {r.members!r}")
+    if r.epoch_steps < 1 or r.pretrain_epoch_steps < 1 or r.workers < 0:
+        raise ValueError(f"retrain: epoch_steps and pretrain_epoch_steps >= 1, workers >= 0; got {r.epoch_steps!r}, "
+                         f"{r.pretrain_epoch_steps!r}, {r.workers!r}")  # fmt: skip
     if r.pretrain_epochs < 0 or r.pretrain_temperature <= 0:
         raise ValueError(f"retrain: pretrain_epochs >= 0 and pretrain_temperature > 0, got "
                          f"{r.pretrain_epochs!r} and {r.pretrain_temperature!r}")  # fmt: skip

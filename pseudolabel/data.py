@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import sys
@@ -94,31 +93,44 @@ def load_image(path: Path | BinaryIO, size: int | tuple[int, int], channels: int
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, problems: Problems, progress: bool = True) -> Pool:
-    """Decode every image below ``root``; unreadable files are reported and skipped."""
+class Duplicate(ValueError):
+    """An image with the same bytes as an earlier one: scored once, as that one."""
+
+
+def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, problems: Problems, progress: bool = True,
+              cache: Path | None = None) -> Pool:
+    """Decode every image below ``root`` (unreadable files are reported and skipped), or reuse the
+    uint8 memmap that ``cache`` holds for the same files (see :mod:`pseudolabel.cache`)."""
+    from .cache import decode_cached, decoder
+
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"images folder not found: {root}")
     names, others = list_images(root)
     if others:
         problems.add(f"{root}: skipped {others} non-image file(s)")
-    kept, arrays, digests = [], [], {}
-    for name in progress_bar(progress, names, desc="loading images", unit="img"):
-        try:
-            data = (root / name).read_bytes()  # read once: hashed for duplicates, then decoded
-            digest = hashlib.sha1(data).hexdigest()
-            if digest in digests:
-                problems.add(f"{root / name}: same bytes as {digests[digest]}; scored once, as {digests[digest]}")
-                continue
-            arrays.append(load_image(io.BytesIO(data), size, channels))
-            kept.append(name)
-            digests[digest] = name
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            problems.add(f"{root / name}: cannot read image ({exc.__class__.__name__}: {exc}); skipped")
-    if not kept:
+    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    decode, digests = decoder(hw, channels), {}
+
+    def decode_once(name: str, data: bytes) -> np.ndarray:
+        digest = hashlib.sha1(data).hexdigest()  # hashed per file as it is read: no copy of the pool
+        if digest in digests:
+            raise Duplicate(f"same bytes as {digests[digest]}")
+        arr = decode(name, data)
+        digests[digest] = name
+        return arr
+
+    files = [(n, root / n) for n in names]
+    images, meta = decode_cached(files, hw, channels, cache, decode_once, progress, "loading images")
+    for name, reason in meta["skipped"]:
+        if reason.startswith("Duplicate: "):
+            first = reason.removeprefix("Duplicate: same bytes as ")
+            problems.add(f"{root / name}: same bytes as {first}; scored once, as {first}")
+        else:
+            problems.add(f"{root / name}: cannot read image ({reason}); skipped")
+    if not meta["names"]:
         raise ValueError(f"no readable images in {root}")
-    images = np.stack(arrays).astype(np.uint8)
-    return Pool(root=root, names=kept, images=images, skipped_non_images=others)
+    return Pool(root=root, names=meta["names"], images=images, skipped_non_images=others)
 
 
 # ----------------------------------------------------------------------------- seed labels

@@ -15,9 +15,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import strong_augment, to_float, weak_augment
+from .augment import strong_augment, weak_augment
 from .config import MONITORS
+from .device import Device, current
 from .progress import bar as progress_bar
+from .stream import CyclingBatches, batches, loader, to_device
 
 
 def confidence_mask(probs: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
@@ -25,7 +27,7 @@ def confidence_mask(probs: torch.Tensor, tau: float | torch.Tensor) -> torch.Ten
 
     tau: one threshold, or a (K,) tensor of class-wise thresholds (applied to the top class).
     """
-    t = torch.as_tensor(tau, dtype=probs.dtype)
+    t = torch.as_tensor(tau, dtype=probs.dtype, device=probs.device)
     if t.numel() not in (1, probs.shape[1]) or bool((t < 0).any() or (t > 1).any()):
         raise ValueError(f"tau must be in [0, 1], one value or one per class, got {tau!r}")
     conf, pred = probs.max(dim=1)
@@ -91,7 +93,9 @@ class EMA:
 
 @dataclass(frozen=True)
 class FixMatchConfig:
-    epochs: int = 12  # passes over the unlabeled set
+    epochs: int = 12  # validations; the budget is epochs x epoch_steps optimiser steps, whatever the pool's size
+    epoch_steps: int = 32  # optimiser steps between two validations (an "epoch")
+    workers: int = 0  # DataLoader processes reading unlabeled batches ahead (0 = in this process)
     batch_size: int = 32  # labeled images per step
     mu: int = 4  # unlabeled images per labeled image in a step
     tau: float = 0.95  # confidence threshold on the weak view
@@ -137,33 +141,43 @@ def logits_of(out) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_probs(module: nn.Module, x: torch.Tensor, batch_size: int = 512, tta: bool = False) -> torch.Tensor:
-    """(N, C, H, W) float in [0, 1] -> (N, K) softmax probabilities; ``tta`` averages in the flipped view."""
-    module.eval()
+def predict_probs(module: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512, tta: bool = False,
+                  device: Device | None = None) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, K) softmax probabilities, on the CPU; ``tta`` averages in the flipped view.
+
+    x: a uint8 array (a pool memmap: streamed in batches, made float only on the device) or a
+    float tensor in [0, 1]. The module runs on ``device`` (this process's device by default)."""
+    device = device or current()
+    module.eval().to(device.torch)
+    if isinstance(x, np.ndarray):
+        views = batches(x, batch_size, device=device)
+    else:
+        views = (x[i : i + batch_size].to(device.torch) for i in range(0, len(x), batch_size))
     out = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        p = logits_of(module(xb)).softmax(1)
-        if tta:
-            p = (p + logits_of(module(xb.flip(-1))).softmax(1)) / 2
-        out.append(p)
+    with device.autocast():
+        for xb in views:
+            p = logits_of(module(xb)).float().softmax(1)
+            if tta:
+                p = (p + logits_of(module(xb.flip(-1))).float().softmax(1)) / 2
+            out.append(p.cpu())
     return torch.cat(out) if out else torch.empty(0, 2)
 
 
 def evaluate(module: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> tuple[float, float]:
     """(loss, accuracy) of ``module`` on (N, C, H, W) float images with (N,) labels."""
-    pv = predict_probs(module, xv)
+    pv, yv = predict_probs(module, xv), yv.cpu()
     return F.nll_loss(pv.clamp_min(1e-7).log(), yv).item(), (pv.argmax(1) == yv).float().mean().item()
 
 
 def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tensor, g: torch.Generator,
           selected: torch.Tensor, ui: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """The loss of one FixMatch step. labeled: ((B, C, H, W) images, (B,) labels, (B,) weights or None);
-    x_u: (uB, C, H, W) unlabeled images, ``ui`` their indices into ``selected`` (FlexMatch's status)."""
+    x_u: (uB, C, H, W) unlabeled images, ``ui`` their indices into ``selected`` (FlexMatch's status).
+    Every tensor made here is made on the images' device."""
     x_l, y_l, w_l = labeled
     module.train()
     with torch.no_grad():  # train mode: batch statistics, as in the step itself
-        probs_w = logits_of(module(weak_augment(x_u, g, fc.weak_shift))).softmax(1)
+        probs_w = logits_of(module(weak_augment(x_u, g, fc.weak_shift))).float().softmax(1)
     tau = fc.tau
     if fc.threshold == "flexmatch":
         conf, pred = probs_w.max(1)
@@ -171,55 +185,59 @@ def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tens
         selected[ui[sure]] = pred[sure]
         tau = flexmatch_thresholds(selected, probs_w.shape[1], fc.tau)
     logits = logits_of(module(torch.cat([weak_augment(x_l, g, fc.weak_shift),
-                                         strong_augment(x_u, g=g, shift=fc.weak_shift)])))
+                                         strong_augment(x_u, g=g, shift=fc.weak_shift)]))).float()
     return fixmatch_loss(logits[: len(x_l)], y_l, logits[len(x_l) :], probs_w, tau, fc.lambda_u, w_l)
 
 
 def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: np.ndarray, x_val: np.ndarray,
                  y_val: np.ndarray, fc: FixMatchConfig, seed: int = 0, desc: str = "fixmatch", progress: bool = True,
-                 w_lb: np.ndarray | None = None, on_epoch=None) -> FitResult:
-    """Train ``module`` with FixMatch; the best EMA weights (by validation loss) are loaded into it.
+                 w_lb: np.ndarray | None = None, on_epoch=None, device: Device | None = None) -> FitResult:
+    """Train ``module`` with FixMatch on ``device``; the kept EMA weights (see ``fc.monitor``) are loaded into it.
 
-    x_lb: (B, C, H, W) uint8 labeled, y_lb: (B,) int; x_ulb: (U, C, H, W) uint8 unlabeled;
-    x_val/y_val: validation split; w_lb: optional (B,) labeled weights;
-    on_epoch: optional callback(history_row, ema_module) after each epoch.
+    x_lb: (B, C, H, W) uint8 labeled, y_lb: (B,) int; x_ulb: (U, C, H, W) uint8 unlabeled (a memmap is
+    streamed, never made float as a whole); x_val/y_val: validation split; w_lb: optional (B,) weights;
+    on_epoch: optional callback(history_row, ema_module) after each "epoch" of ``fc.epoch_steps`` steps.
     """
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    xl, yl = to_float(torch.from_numpy(x_lb)), torch.from_numpy(y_lb).long()
-    wl = torch.from_numpy(w_lb).float() if w_lb is not None else None
-    xu = to_float(torch.from_numpy(x_ulb))
-    xv, yv = to_float(torch.from_numpy(x_val)), torch.from_numpy(y_val).long()
-    ub = fc.batch_size * fc.mu
-    steps = max(1, math.ceil(len(xu) / ub))
-    opt = torch.optim.SGD(module.parameters(), lr=fc.lr, momentum=0.9, nesterov=True, weight_decay=fc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: math.cos(7 * math.pi * s / (16 * fc.epochs * steps)))
     for name, value, allowed in (("threshold", fc.threshold, ("fixed", "flexmatch")), ("monitor", fc.monitor, MONITORS)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    selected = torch.full((len(xu),), -1, dtype=torch.long)  # FlexMatch's learning status per unlabeled image
+    device = device or current()
+    dev = device.torch
+    module.to(dev)
+    g = device.generator(seed)
+    torch.manual_seed(seed)
+    xl, yl = torch.from_numpy(np.ascontiguousarray(x_lb)).to(dev), torch.from_numpy(y_lb).long().to(dev)  # uint8
+    wl = torch.from_numpy(w_lb).float().to(dev) if w_lb is not None else None
+    xv, yv = to_device(torch.from_numpy(x_val), device), torch.from_numpy(y_val).long()
+    steps, total = fc.epoch_steps, fc.epochs * fc.epoch_steps
+    opt = torch.optim.SGD(module.parameters(), lr=fc.lr, momentum=0.9, nesterov=True, weight_decay=fc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: math.cos(7 * math.pi * s / (16 * max(total, 1))))
+    scaler = device.scaler()
+    selected = torch.full((len(x_ulb),), -1, dtype=torch.long, device=dev)  # FlexMatch's status per unlabeled image
+    unlabeled = iter(loader(x_ulb, CyclingBatches(len(x_ulb), fc.batch_size * fc.mu, total, seed), fc.workers, device))
     ema, res, best, start = EMA(module, fc.ema, fc.ema_buffers == "average"), FitResult(), None, time.perf_counter()
-    bar = progress_bar(progress, total=fc.epochs * steps, desc=desc, unit="step")
+    bar = progress_bar(progress, total=total, desc=desc, unit="step")
     for epoch in range(fc.epochs):
-        perm = torch.randperm(len(xu), generator=g)
-        stats = {"loss": 0.0, "mask": 0.0}
-        for s in range(steps):
-            li = torch.randint(len(xl), (fc.batch_size,), generator=g)
-            ui = perm[s * ub : (s + 1) * ub]
-            loss, st = _step(module, fc, (xl[li], yl[li], None if wl is None else wl[li]), xu[ui], g,
-                             selected, ui)  # fmt: skip
+        loss_sum, mask_sum = torch.zeros((), device=dev), 0.0
+        for _ in range(steps):
+            xu, ui = next(unlabeled)
+            li = torch.randint(len(xl), (fc.batch_size,), generator=g, device=dev)
+            with device.autocast():
+                loss, st = _step(module, fc, (xl[li].float().div_(255.0), yl[li], None if wl is None else wl[li]), to_device(xu, device), g,
+                                 selected, ui.to(dev))  # fmt: skip
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             ema.update(module)
-            stats["loss"] += loss.item() / steps
-            stats["mask"] += st["mask"] / steps
+            loss_sum += loss.detach()
+            mask_sum += st["mask"]
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", mask=f"{st['mask']:.2f}", refresh=False)
+            bar.set_postfix(loss=f"{st['sup'] + fc.lambda_u * st['unsup']:.3f}", mask=f"{st['mask']:.2f}", refresh=False)
         vl, va = evaluate(ema.module, xv, yv)
-        res.history.append({"epoch": epoch, "train_loss": stats["loss"], "mask_rate": stats["mask"], "val_loss": vl,
-                            "val_acc": va, "lr": sched.get_last_lr()[0]})  # fmt: skip
+        res.history.append({"epoch": epoch, "train_loss": loss_sum.item() / steps, "mask_rate": mask_sum / steps,
+                            "val_loss": vl, "val_acc": va, "lr": sched.get_last_lr()[0]})  # fmt: skip
         if on_epoch is not None:
             on_epoch(res.history[-1], ema.module)
         if improved(res.history[-1], None if best is None else res.history[res.best_epoch], fc.monitor):

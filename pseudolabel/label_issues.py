@@ -120,7 +120,6 @@ def cnn_fit_predict(lc, channels: int, image_size: tuple[int, int], num_classes:
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
         import torch
 
-        from .augment import to_float
         from .config import SeedTrainConfig
         from .fixmatch import predict_probs
         from .models import create_backbone, fit_module
@@ -130,6 +129,6 @@ def cnn_fit_predict(lc, channels: int, image_size: tuple[int, int], num_classes:
                               norm=norm)
         tc = SeedTrainConfig(epochs=lc.epochs, batch_size=lc.batch_size, lr=lc.lr, patience=lc.epochs)
         fit_module(net, x_train, y_train, x_train[:64], y_train[:64], tc, seed, "label check", False)
-        return predict_probs(net, to_float(torch.from_numpy(x_test))).numpy()
+        return predict_probs(net, x_test).numpy()  # streamed: x_test stays uint8
 
     return fit_predict

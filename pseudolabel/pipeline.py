@@ -18,6 +18,7 @@ import numpy as np
 
 from . import report, runstate, sort
 from .config import Config, dump_config
+from .cache import cache_dir
 from .data import Pool, Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
 from .label_issues import cnn_fit_predict, find_issues, issue_note, out_of_fold_probs, requeue
 from .metrics import model_metrics
@@ -56,7 +57,7 @@ class RunResult:
 def load_inputs(cfg: Config, problems: Problems, progress: bool) -> tuple[Config, Pool, Seeds]:
     """Decode the pool and resolve and split the seed labels (bad labels reported, not fatal).
     With ``normalize: pool`` the returned config carries the pool's measured mean and std."""
-    pool = load_pool(cfg.images, cfg.hw, cfg.channels, problems, progress)
+    pool = load_pool(cfg.images, cfg.hw, cfg.channels, problems, progress, cache=cache_dir(cfg.pool_cache))
     pairs = read_seed_labels(cfg.labels, cfg.classes, problems)
     labels = clean_seed_labels(pairs, pool.names, cfg.classes, problems, Path(cfg.labels).name)
     if cfg.limit:  # the first `limit` images, plus every seed-labeled one

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -21,6 +22,8 @@ import torch.nn as nn
 
 from .config import Config
 from .data import IMAGE_EXTS, load_image
+from .device import current
+from .stream import batches
 
 
 class _Exported(nn.Module):
@@ -39,7 +42,7 @@ def export_model(module: nn.Module, cfg: Config, out: Path) -> None:
     """Write model.ts (TorchScript), model.onnx and preprocess.json into ``out``."""
     import warnings
 
-    net = _Exported(module).eval()
+    net = _Exported(copy.deepcopy(module).cpu()).eval()  # saved from the CPU: the files load on any device
     h, w = cfg.hw
     x = torch.rand(2, cfg.channels, h, w)
     with warnings.catch_warnings(), torch.no_grad():
@@ -102,13 +105,43 @@ class Classifier:
     @torch.inference_mode()
     def probs_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) probabilities, column k = P(classes[k])."""
-        x = torch.from_numpy(images).float() / 255
-        out = [self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        device = current()  # the model file is device-free; it runs where this process runs
+        model = self.model.to(device.torch)
+        out = [model(x).float().cpu() for x in batches(images, batch_size, device=device)]  # uint8 until the device
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
     def predict_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) probabilities."""
         return self.probs_array(images, batch_size)
+
+    def score_files(self, paths: list[Path], chunk: int = 4096, batch_size: int = 512, warn=None,
+                    cache: Path | None = None):
+        """Yield (readable paths, (n, K) probabilities) a chunk of ``chunk`` files at a time: memory stays
+        that of one chunk, whatever the number of files. Unreadable files go to ``warn`` (one line) and are
+        skipped. With ``cache``, the files are decoded once into the pool cache and scored from it."""
+        if cache is not None:
+            from .cache import decode_cached, decoder
+
+            files = [(str(p), Path(p)) for p in paths]
+            images, meta = decode_cached(files, self.hw, self.channels, cache, decoder(self.hw, self.channels), False)
+            for name, reason in meta["skipped"]:
+                if warn is not None:
+                    warn(f"{name}: cannot read image ({reason.split(':')[0]}); skipped")
+            probs, kept = self.probs_array(images, batch_size), [Path(n) for n in meta["names"]]
+            for i in range(0, len(kept), chunk):
+                yield kept[i : i + chunk], probs[i : i + chunk]
+            return
+        for i in range(0, len(paths), chunk):
+            good, arrays = [], []
+            for p in paths[i : i + chunk]:
+                try:
+                    arrays.append(load_image(Path(p), self.hw, self.channels))
+                    good.append(p)
+                except (OSError, ValueError) as exc:
+                    if warn is not None:
+                        warn(f"{p}: cannot read image ({exc.__class__.__name__}); skipped")
+            if good:
+                yield good, self.probs_array(np.stack(arrays), batch_size)
 
     def predict_proba(self, path: str | Path) -> dict[str, float]:
         """{class name: probability} for one image file."""

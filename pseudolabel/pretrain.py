@@ -29,8 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import augment
-from .augment import strong_augment, to_float
+from .augment import strong_augment
+from .device import current
 from .progress import bar as progress_bar
+from .stream import CyclingBatches, loader, to_device
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -43,7 +45,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     n = len(z1)
     sim = (z @ z.t() / temperature).fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    target = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(n, device=z.device)])
     return F.cross_entropy(sim, target)
 
 
@@ -71,47 +73,55 @@ def embedding_tap(module: nn.Module):
 
 
 def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch_size: int = 256,
-                    temperature: float = 0.2, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> list[dict]:
-    """Train ``module``'s layers up to its last linear layer with SimCLR on (N, C, H, W) uint8 images.
+                    temperature: float = 0.2, lr: float = 2e-3, seed: int = 0, progress: bool = True,
+                    epoch_steps: int = 15, workers: int = 0) -> list[dict]:
+    """Train ``module``'s layers up to its last linear layer with SimCLR on (N, C, H, W) uint8 images
+    (a memmap is streamed): ``epochs`` x ``epoch_steps`` steps, batches drawn at random from the pool.
 
     Returns one row per epoch: {"epoch", "loss", "seconds"}. The last linear layer is untouched."""
     if len(x_pool) < 2 * batch_size:
         batch_size = max(2, len(x_pool) // 2)
-    g = torch.Generator().manual_seed(seed)
+    device = current()
+    module.to(device.torch)
+    g = device.generator(seed)
     torch.manual_seed(seed)
-    x = to_float(torch.from_numpy(x_pool))
     final = last_linear(module)
     dim = final.in_features
-    head = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim))
+    d = device.torch
+    head = nn.Sequential(nn.Linear(dim, 2 * dim, device=d), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim, device=d))
     skip = {id(p) for p in final.parameters()}
     params = [p for p in module.parameters() if id(p) not in skip]
     opt = torch.optim.AdamW(params + list(head.parameters()), lr=lr, weight_decay=1e-4)
-    steps = len(x) // batch_size
+    steps = epoch_steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps, pct_start=0.05)
+    scaler = device.scaler()
     history, start = [], time.perf_counter()
     bar = progress_bar(progress, total=epochs * steps, desc="pretrain (SimCLR)", unit="step")
     module.train()
     for m in module.modules():  # the embedding is taken before dropout would act on it
         if isinstance(m, nn.Dropout):
             m.eval()
+    pool = iter(loader(x_pool, CyclingBatches(len(x_pool), batch_size, epochs * steps, seed), workers, device))
     with embedding_tap(module) as tap:
         for epoch in range(epochs):
-            perm, total = torch.randperm(len(x), generator=g), 0.0
-            for s in range(steps):
-                b = x[perm[s * batch_size : (s + 1) * batch_size]]
-                module(torch.cat([strong_augment(b, g=g), strong_augment(b, g=g)]))
-                z = head(tap[0])
+            total = torch.zeros((), device=device.torch)
+            for _ in range(steps):
+                b = to_device(next(pool)[0], device)
+                with device.autocast():
+                    module(torch.cat([strong_augment(b, g=g), strong_augment(b, g=g)]))
+                    z = head(tap[0]).float()
                 loss = nt_xent(z[: len(b)], z[len(b) :], temperature)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
-                total += loss.item() / steps
+                total += loss.detach() / steps
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            history.append({"epoch": epoch, "loss": total, "seconds": time.perf_counter() - start})
-            if not math.isfinite(total):
-                raise ValueError(f"SimCLR loss is {total} at epoch {epoch}: lower lr (now {lr})")
+            history.append({"epoch": epoch, "loss": total.item(), "seconds": time.perf_counter() - start})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
+            if not math.isfinite(history[-1]["loss"]):
+                raise ValueError(f"SimCLR loss is {history[-1]['loss']} at epoch {epoch}: lower lr (now {lr})")
     bar.close()
     return history
 
@@ -122,7 +132,8 @@ def cache_key(x_pool: np.ndarray, settings: dict) -> str:
     augmentations, and torch's version, are part of it, so any change there starts afresh."""
     h = hashlib.sha256()
     h.update(repr((x_pool.shape, str(x_pool.dtype))).encode())
-    h.update(np.ascontiguousarray(x_pool).tobytes())
+    for i in range(0, len(x_pool), 4096):  # streamed: no copy of the pool
+        h.update(memoryview(np.ascontiguousarray(x_pool[i : i + 4096])))
     h.update(json.dumps(settings, sort_keys=True).encode())
     for source in (Path(__file__), Path(augment.__file__)):
         h.update(source.read_bytes())

@@ -100,18 +100,21 @@ def score_run(run_dir: Path, state: ReviewState, rows: list[dict], where: dict[s
         raise ValueError(f"{run_dir}: {len(missing)} image(s) missing from the run folders, e.g. {missing[0]}; "
                          "`pseudolabel review --status` lists them")  # fmt: skip
     paths = [run_dir / where[r["image"]] / state.items[r["image"]].file for r in rows]
-    return clf.predict_array(clf.load_images(paths))
+    def unreadable(message: str) -> None:
+        raise ValueError(f"{run_dir}: {message.replace('; skipped', '')}")
+
+    return np.concatenate([p for _, p in clf.score_files(paths, warn=unreadable)])  # streamed, a chunk at a time
 
 
 def new_rows(rows: list[dict], info: runstate.RunInfo, decision: np.ndarray, rank: np.ndarray, movable: np.ndarray
              ) -> tuple[list[dict], list[tuple[str, str]]]:
     """predictions.csv rows after the re-sort, and the (source, target) moves inside the run folder."""
-    out, moves = [], []
+    out, moves, width = [], [], sort.rank_width(int(np.max(rank, initial=0)))
     for r, d, k, m in zip(rows, decision, rank, movable):
         r = dict(r)
         if m:
             folder = info.folder_of(int(d))
-            target = f"{folder}/{sort.file_name(r['image'], int(d), int(k))}"
+            target = f"{folder}/{sort.file_name(r['image'], int(d), int(k), width)}"
             if target != r["file"]:
                 moves.append((r["file"], target))
             source = r["source"] if folder == r["decision"] else runstate.RESORTED

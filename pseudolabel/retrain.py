@@ -24,7 +24,8 @@ import torch
 
 from . import report, runstate
 from .config import Config, RetrainConfig, SeedTrainConfig, dump_config
-from .data import Problems, load_image
+from .cache import cache_dir, decode_cached, decoder
+from .data import Problems
 from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
 from .metrics import classification_metrics, model_metrics
 from .models import TTA, Ensemble, create_backbone, fit_module, norm_stats
@@ -65,28 +66,30 @@ def label_sources(run_dir: Path, journal: Path) -> tuple[dict[str, tuple[str, st
     return out, state
 
 
-def gather(cfg: Config, run_dir: Path, journal: Path, problems: Problems) -> MergedSet:
-    """Read the run's folders and journal into training, unlabeled and validation arrays."""
+def gather(cfg: Config, run_dir: Path, journal: Path, problems: Problems, progress: bool = False) -> MergedSet:
+    """Read the run's folders and journal into training, unlabeled and validation arrays. The run's
+    images are decoded once into the pool cache (keyed by image name and file stats, so review moves
+    keep it valid); with ``unlabeled: pool`` the unlabeled set is that memmap itself, not a copy."""
     rc = cfg.retrain
     sources, state = label_sources(run_dir, journal)
-    lb, ulb, val = [], [], []
-    for image, (folder, kind) in sorted(sources.items()):
-        path = run_dir / folder / state.items[image].file
-        try:
-            x = load_image(path, cfg.hw, cfg.channels)
-        except (OSError, ValueError) as exc:
-            problems.add(f"{path}: cannot read image ({exc}); skipped")
-            continue
+    files = [(image, run_dir / folder / state.items[image].file) for image, (folder, _) in sorted(sources.items())]
+    images, meta = decode_cached(files, cfg.hw, cfg.channels, cache_dir(cfg.pool_cache), decoder(cfg.hw, cfg.channels),
+                                 progress, "reading the run")  # fmt: skip
+    for image, reason in meta["skipped"]:
+        problems.add(f"{run_dir / sources[image][0] / state.items[image].file}: cannot read image ({reason}); skipped")
+    lb, ulb, val = [], [], []  # row indices into images, with labels and weights
+    for row, image in enumerate(meta["names"]):
+        folder, kind = sources[image]
         if rc.unlabeled == "pool" or folder == runstate.UNCLEAR:
-            ulb.append(x)
+            ulb.append(row)
         if folder == runstate.UNCLEAR:
             continue
         y = state.info.decision_of(folder)
         person = kind in (runstate.REVIEWED, runstate.HAND)
         if kind == runstate.SEED_VAL or (person and _held_out(image, rc.review_val_share)):
-            val.append((x, y))
+            val.append((row, y))
         else:
-            lb.append((x, y, 1.0 if runstate.human(kind) else rc.vote_weight))
+            lb.append((row, y, 1.0 if runstate.human(kind) else rc.vote_weight))
     if len({y for _, y, _ in lb}) < 2:
         raise ValueError(f"{run_dir}: need labeled images of at least two classes in the class folders")
     if not val:
@@ -96,10 +99,12 @@ def gather(cfg: Config, run_dir: Path, journal: Path, problems: Problems) -> Mer
     counts["reviewed"] += counts.pop("hand")
     counts["vote"] += counts.pop("final")
     counts.update(labeled=len(lb), unlabeled=len(ulb), validation=len(val))
+    rows = np.array([r for r, _, _ in lb])  # ascending: read in file order
     return MergedSet(
-        x_lb=np.stack([x for x, _, _ in lb]), y_lb=np.array([y for _, y, _ in lb]),
-        w_lb=np.array([w for _, _, w in lb], dtype=np.float32), x_ulb=np.stack(ulb),
-        x_val=np.stack([x for x, _ in val]), y_val=np.array([y for _, y in val]), counts=counts,
+        x_lb=images[rows], y_lb=np.array([y for _, y, _ in lb]),
+        w_lb=np.array([w for _, _, w in lb], dtype=np.float32),
+        x_ulb=images if len(ulb) == len(images) else images[np.array(ulb, dtype=np.int64)],
+        x_val=images[np.array([r for r, _ in val])], y_val=np.array([y for _, y in val]), counts=counts,
     )  # fmt: skip
 
 
@@ -135,7 +140,8 @@ def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
     return FixMatchConfig(epochs=rc.epochs, batch_size=rc.batch_size, mu=rc.mu, tau=rc.tau, lambda_u=rc.lambda_u,
                           lr=rc.lr, weight_decay=rc.weight_decay, ema=rc.ema, patience=rc.patience,
                           threshold="flexmatch" if rc.threshold == "dynamic" else "fixed", monitor=rc.monitor,
-                          ema_buffers="average", weak_shift=rc.weak_shift)  # fmt: skip
+                          ema_buffers="average", weak_shift=rc.weak_shift, epoch_steps=rc.epoch_steps,
+                          workers=rc.workers)  # fmt: skip
 
 
 def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None,
@@ -155,6 +161,8 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
         network.update(classes=cfg.num_classes, width=rc.width, mean=cfg.mean, std=cfg.std)
     extra = {} if (rc.pretrain_batch_size, rc.pretrain_lr) == (256, 2e-3) else {"batch_size": rc.pretrain_batch_size,
                                                                               "lr": rc.pretrain_lr}  # fmt: skip
+    if rc.pretrain_epoch_steps != 15:  # keys of earlier runs stay valid
+        extra["epoch_steps"] = rc.pretrain_epoch_steps
     pre, cached = pretrain_cached(module, data.x_ulb, cache=cache, settings=network, epochs=rc.pretrain_epochs,
                                   temperature=rc.pretrain_temperature, seed=seed, progress=progress,
                                   **extra) if rc.pretrain_epochs else ([], False)  # fmt: skip
@@ -239,7 +247,7 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     try:
         rc = cfg.retrain
         module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE)
-        probs = predict_probs(module, torch.from_numpy(data.x_val).float() / 255).numpy().astype(np.float64)
+        probs = predict_probs(module, data.x_val).numpy().astype(np.float64)
         metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
         metrics.update(backbone=rc.backbone, tta=rc.tta, parameters=sum(p.numel() for p in module.parameters()),
                        train_seconds=round(sum(m["train_seconds"] for m in members), 1),

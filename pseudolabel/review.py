@@ -78,20 +78,50 @@ class ReviewState:
         self.classes = list(self.info.classes)
         self.labels = (*self.info.folders, UNSURE)  # what a decision may say
         self.journal = Journal(journal_path, self.info.id, readonly=readonly)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # actions, and the index's updates (where() also takes it)
+        self._where: dict[str, str] = {}  # the folder index (see where())
+        self._members: dict[str, set[str]] = {}
+        self._stamps: dict[str, int | None] = {}
+        self._orders: dict[str, list[str]] = {}  # every image, sorted once per queue order
         self.audit_images = audit_mod.sample(self.rows, *audit) if audit else []
         self.audit_seed = audit[1] if audit else None
         self.recovered = 0 if readonly else self.recover()
 
     def where(self) -> dict[str, str]:
-        """Rescan the folders: {image: folder}. Files that are not the run's are ignored."""
-        out = {}
-        for folder in self.info.all_folders:
-            d = self.run_dir / folder
-            for name in os.listdir(d) if d.is_dir() else []:
-                if name in self.by_file:
-                    out[self.by_file[name]] = folder
-        return out
+        """{image: folder} as the folders stand now (files that are not the run's are ignored); do not
+        modify it. An index kept in memory: this process's own moves update it, and a folder whose
+        modification time changed (a hand move) is listed again; the others are not read."""
+        with self.lock:
+            for folder in self.info.all_folders:
+                try:
+                    stamp = os.stat(self.run_dir / folder).st_mtime_ns
+                except OSError:
+                    stamp = None
+                if self._stamps.get(folder, -1) != stamp:
+                    self._rescan(folder, stamp)
+        return self._where
+
+    def _rescan(self, folder: str, stamp: int | None) -> None:
+        d = self.run_dir / folder
+        listed = {self.by_file[n] for n in (os.listdir(d) if stamp is not None else []) if n in self.by_file}
+        for image in self._members.get(folder, set()) - listed:
+            if self._where.get(image) == folder:
+                del self._where[image]
+        for image in listed:
+            old = self._where.get(image)
+            if old is not None and old != folder:
+                self._members[old].discard(image)
+            self._where[image] = folder
+        self._members[folder], self._stamps[folder] = listed, stamp
+
+    def _moved(self, image: str, src: str, dst: str) -> None:
+        """Update the index after this process moved ``image``; the two folders' new times are ours."""
+        self._members.setdefault(src, set()).discard(image)
+        self._members.setdefault(dst, set()).add(image)
+        self._where[image] = dst
+        for folder in (src, dst):
+            if self._stamps.get(folder) is not None:
+                self._stamps[folder] = os.stat(self.run_dir / folder).st_mtime_ns
 
     def recover(self) -> int:
         """Finish every action journaled but not closed (a crash came in between): each move not yet
@@ -100,14 +130,16 @@ class ReviewState:
         for action, rows in self.journal.pending().items():
             for r in rows:
                 if r["image"] in self.items and where.get(r["image"]) == r["from"] != r["to"]:
-                    self._move(self.items[r["image"]], r["from"], r["to"])
-                    where[r["image"]], moved = r["to"], moved + 1
+                    self._move(self.items[r["image"]], r["from"], r["to"])  # updates where
+                    moved += 1
             self.journal.done(action)
         return moved
 
     def _move(self, item: Item, src: str, dst: str) -> None:
+        self.where()  # a hand move since the last look is read before our own changes the folder times
         os.rename(self.run_dir / src / item.file, self.run_dir / dst / item.file)
         fsync_dir(self.run_dir / dst)
+        self._moved(item.image, src, dst)
 
     def _act(self, kind: str, moves: list[dict]) -> str:
         """Journal ``moves`` as one action, rename the files, close the action. Returns its id."""
@@ -191,10 +223,9 @@ class ReviewState:
                         "images": len(a["images"]), "first": a["images"][0]})  # fmt: skip
         return out
 
-    def queue(self, order: str = "rank") -> dict:
-        """The images now in unclear/, most useful first (or by name or by score)."""
-        where, decided = self.where(), self.journal.last_decisions()
-        items = [self.items[i] for i, f in where.items() if f == UNCLEAR]
+    def queue(self, order: str = "rank", limit: int | None = None) -> dict:
+        """The images now in unclear/, most useful first (or by name or by score): the first ``limit``
+        of them (None: all) and how many are ``left``. Each order is sorted once; a request only walks it."""
         keys = {
             "rank": lambda it: (it.rank or 10**9, it.image),
             "name": lambda it: it.image,
@@ -202,13 +233,20 @@ class ReviewState:
         }
         if order not in keys:
             raise ValueError(f"order must be rank, name or score, got {str(order)[:40]!r}")
-        items.sort(key=keys[order])
-        return {
-            "total": self.total_queue, "left": len(items), "models": self.models, "classes": self.classes,
-            "folders": list(self.info.folders),
-            "items": [{"image": it.image, "rank": it.rank, "scores": it.scores, "issue": it.issue,
-                       "unsure": decided.get(it.image, {}).get("label") == UNSURE} for it in items],
-        }  # fmt: skip
+        if order not in self._orders:
+            self._orders[order] = [it.image for it in sorted(self.items.values(), key=keys[order])]
+        where, decided = self.where(), self.journal.last_decisions()
+        left = len(self._members.get(UNCLEAR, ()))
+        items = []
+        for image in self._orders[order]:
+            if limit is not None and len(items) >= limit:
+                break
+            if where.get(image) == UNCLEAR:
+                it = self.items[image]
+                items.append({"image": it.image, "rank": it.rank, "scores": it.scores, "issue": it.issue,
+                              "unsure": decided.get(it.image, {}).get("label") == UNSURE})  # fmt: skip
+        return {"total": self.total_queue, "left": left, "models": self.models, "classes": self.classes,
+                "folders": list(self.info.folders), "items": items}  # fmt: skip
 
     # ------------------------------------------------------------------------- audit
 

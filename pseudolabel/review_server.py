@@ -1,6 +1,6 @@
 """The review web page's server: loopback only, standard library only.
 
-Routes: ``GET /`` (the page), ``GET /api/queue?order=rank|name|score``, ``GET /api/image?name=IMAGE``,
+Routes: ``GET /`` (the page), ``GET /api/queue?order=rank|name|score&limit=N``, ``GET /api/image?name=IMAGE``,
 ``GET /api/status``, ``GET /api/history``, ``GET /api/audit``; ``POST /api/decide`` ``{"image",
 "label"}``, ``POST /api/decide_many`` ``{"images", "label"}``, ``POST /api/undo`` ``{"image"}`` or
 ``{"action"}`` and ``POST /api/audit`` ``{"image", "label"}``.
@@ -30,6 +30,18 @@ from .review import Conflict, ReviewState
 
 _ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 MAX_BODY = 1 << 20  # bytes: a larger request body is refused with 413 before it is read
+QUEUE_PAGE = 500  # images of the queue one request returns (the page asks again as it goes)
+
+
+def _limit(text: str | None) -> int:
+    """The ``limit`` of a queue request: a whole number in 1..QUEUE_PAGE * 20, QUEUE_PAGE by default."""
+    if text is None:
+        return QUEUE_PAGE
+    if not text.isdigit() or not 1 <= int(text) <= QUEUE_PAGE * 20:
+        raise ValueError(f"limit must be a whole number in 1..{QUEUE_PAGE * 20}, got {text[:20]!r}")
+    return int(text)
+
+
 TOKEN_HEADER = "X-Pseudolabel-Token"
 LOG = "review.log"  # in the run folder: tracebacks of unexpected faults
 
@@ -114,7 +126,7 @@ class Handler(BaseHTTPRequestHandler):
             if url.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, _page(self.token, self.mode), "text/html; charset=utf-8")
             elif url.path == "/api/queue":
-                self._json(HTTPStatus.OK, self.state.queue(q.get("order", "rank")))
+                self._json(HTTPStatus.OK, self.state.queue(q.get("order", "rank"), _limit(q.get("limit"))))
             elif url.path == "/api/status":
                 self._json(HTTPStatus.OK, self.state.status())
             elif url.path == "/api/history":

@@ -21,11 +21,17 @@ from .runstate import UNCLEAR, fsync_dir, write_atomic
 PENDING = "resort-plan.json"  # a re-sort's moves and its new predictions.csv, written before any file moves
 
 
-def file_name(image: str, decision: int, rank: int) -> str:
+def rank_width(queue: int) -> int:
+    """Digits of the rank prefix for a queue of ``queue`` images: 5, or more so that names sort in
+    queue order (a 100,000-image queue gets 6)."""
+    return max(5, len(str(max(int(queue), 0))))
+
+
+def file_name(image: str, decision: int, rank: int, width: int = 5) -> str:
     """Name of the image inside its run folder: nested paths are flattened with '__';
-    unclear images get their 1-based queue rank as a 5-digit prefix."""
+    unclear images get their 1-based queue rank as a ``width``-digit prefix (see :func:`rank_width`)."""
     flat = image.replace("/", "__")
-    return f"{rank:05d}_{flat}" if decision < 0 else flat
+    return f"{rank:0{width}d}_{flat}" if decision < 0 else flat
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,9 @@ class Placement:
 def plan(images: list[str], decision: np.ndarray, rank: np.ndarray, folders: tuple[str, ...]) -> list[Placement]:
     """Where each image goes. images: (N,) names; decision, rank: (N,) from :func:`vote`;
     folders: the K class folder names in class order."""
+    width = rank_width(int(np.max(rank, initial=0)))
     return [
-        Placement(img, UNCLEAR if d < 0 else folders[int(d)], file_name(img, int(d), int(r)))
+        Placement(img, UNCLEAR if d < 0 else folders[int(d)], file_name(img, int(d), int(r), width))
         for img, d, r in zip(images, decision, rank)
     ]
 

@@ -7,11 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# decoded pools go to one cache per test session (CLI subprocesses inherit it), never to the user's ~/.cache
+os.environ.setdefault("PSEUDOLABEL_CACHE", tempfile.mkdtemp(prefix="pseudolabel-cache-"))
 EYES = Path(os.environ.get("PSEUDOLABEL_EYES", ROOT.parent / "shared" / "data" / "eyes"))
 
 
@@ -114,7 +117,8 @@ def mark_issue(run: Path, note: str) -> str:
 
 # ----------------------------------------------------------------------------- the CLI and tiny pipelines
 
-FAST = {"retrain.epochs": 12, "retrain.ema": 0.9, "retrain.mu": 2, "retrain.patience": 12, "retrain.pretrain_epochs": 3}
+FAST = {"retrain.epochs": 12, "retrain.ema": 0.9, "retrain.mu": 2, "retrain.patience": 12, "retrain.pretrain_epochs": 3,
+        "retrain.epoch_steps": 5, "retrain.pretrain_epoch_steps": 1}  # a pass over a 300-image pool each
 
 
 def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
@@ -123,7 +127,7 @@ def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
 
     cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
     cfg.update(images=str(images), labels=str(labels), student_max=200)
-    cfg["yolo"].update(epochs=8, fixmatch_epochs=1)
+    cfg["yolo"].update(epochs=8, fixmatch_epochs=1, fixmatch_epoch_steps=3)
     cfg["resnet50"].update(epochs=1)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -227,10 +231,10 @@ def write_color_pipeline(tmp: Path, images: Path, labels: Path) -> Path:
     cfg = {"name": "colors", "images": str(images), "labels": str(labels), "classes": list(COLORS),
            "folder_names": "name", "image_size": [40, 32], "channels": 3, "normalize": "pool", "n_train": 15,
            "threshold": [0.4, 0.34], "student_max": 50,
-           "yolo": {"epochs": 3, "fixmatch_epochs": 1, "batch_size": 8}, "resnet50": {"epochs": 1, "batch_size": 16},
-           "label_check": {"folds": 2, "epochs": 1},
-           "retrain": {"members": 1, "pretrain_epochs": 1, "pretrain_batch_size": 32, "warmup_epochs": 2,
-                       "epochs": 2, "tta": "flip"},
+           "yolo": {"epochs": 3, "fixmatch_epochs": 1, "fixmatch_epoch_steps": 1, "batch_size": 8},
+           "resnet50": {"epochs": 1, "batch_size": 16}, "label_check": {"folds": 2, "epochs": 1},
+           "retrain": {"members": 1, "pretrain_epochs": 1, "pretrain_epoch_steps": 1, "pretrain_batch_size": 32,
+                       "warmup_epochs": 2, "epochs": 2, "epoch_steps": 1, "tta": "flip"},
            "resort": {"accept": 0.5, "keep_agreed": 0.9}}  # fmt: skip
     path = tmp / "colors.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -7,16 +7,26 @@ from tests.conftest import tree_digest
 
 
 @pytest.mark.parametrize(
-    "image,decision,rank,expected",
+    "image,decision,rank,queue,expected",
     [
-        ("a.jpg", 1, 0, "a.jpg"),
-        ("sub/dir/a.jpg", 0, 0, "sub__dir__a.jpg"),
-        ("a.jpg", UNCLEAR, 7, "00007_a.jpg"),
-        ("-x y é.png", UNCLEAR, 12345, "12345_-x y é.png"),
+        ("a.jpg", 1, 0, 10, "a.jpg"),
+        ("sub/dir/a.jpg", 0, 0, 10, "sub__dir__a.jpg"),
+        ("a.jpg", UNCLEAR, 7, 10, "00007_a.jpg"),
+        ("-x y é.png", UNCLEAR, 12345, 99_999, "12345_-x y é.png"),
+        ("a.jpg", UNCLEAR, 7, 100_000, "000007_a.jpg"),  # the prefix widens with the queue
+        ("a.jpg", UNCLEAR, 1_234_567, 1_234_567, "1234567_a.jpg"),
     ],
 )
-def test_file_names(image, decision, rank, expected):
-    assert sort.file_name(image, decision, rank) == expected
+def test_file_names(image, decision, rank, queue, expected):
+    assert sort.file_name(image, decision, rank, sort.rank_width(queue)) == expected
+
+
+def test_rank_prefixes_sort_in_queue_order_for_a_large_queue():
+    n = 123_456
+    rank = np.arange(1, n + 1)
+    placed = sort.plan([f"{i}.jpg" for i in range(n)], np.full(n, UNCLEAR), rank, ("0", "1"))
+    names = [p.file for p in placed]
+    assert sorted(names) == names and len(names[0].split("_")[0]) == 6
 
 
 def test_materialize_links_every_image_once_and_leaves_originals_untouched(small_pool, tmp_path):
