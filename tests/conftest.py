@@ -128,6 +128,7 @@ def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
     cfg = yaml.safe_load((ROOT / "pipelines" / "eyes.yaml").read_text())
     cfg.update(images=str(images), labels=str(labels), student_max=200)
     cfg["yolo"].update(epochs=8, fixmatch_epochs=1, fixmatch_epoch_steps=3)
+    cfg.setdefault("retrain", {}).update(epoch_steps=3, pretrain_epoch_steps=1)  # a pass over 300 images each
     cfg["resnet50"].update(epochs=1)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
