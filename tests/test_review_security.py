@@ -153,7 +153,7 @@ def test_huge_and_missing_lengths_get_413_and_400_and_memory_stays_flat(fake_run
 def test_an_unexpected_fault_answers_500_and_logs_the_traceback_in_the_run(served, fake_run, monkeypatch):
     url, state = served
 
-    def broken(order="rank"):
+    def broken(order="rank", limit=None):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(state, "queue", broken)
