@@ -83,6 +83,7 @@ def test_keys_move_files_and_write_the_journal(browser, served):
     third = current(page)
     page.keyboard.press("s")  # unsure: stays in unclear/, recorded
     page.wait_for_function(f"document.getElementById('big').dataset.image !== '{third}'")
+    page.wait_for_function(f"document.getElementById('hist').textContent.includes('{third} → unsure')")  # confirmed
     where = state.where()
     assert (where[first], where[second], where[third]) == ("1", "0", "unclear")
     assert journal(state) == [(first, "1"), (second, "0"), (third, "unsure")]
