@@ -42,7 +42,7 @@ def files_key(files: list[tuple[str, Path]], hw: tuple[int, int], channels: int)
     return h.hexdigest()[:32]
 
 
-def _open(base: Path, hw: tuple[int, int], channels: int) -> tuple[np.memmap | None, dict] | None:
+def _open(base: Path, hw: tuple[int, int], channels: int) -> tuple[np.ndarray, dict] | None:
     """The cache at ``base`` (.u8 + .json), or None when absent or incomplete."""
     meta_path, data_path = base.with_suffix(".json"), base.with_suffix(".u8")
     try:
@@ -53,7 +53,7 @@ def _open(base: Path, hw: tuple[int, int], channels: int) -> tuple[np.memmap | N
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if n == 0:
-        return None, meta
+        return np.zeros((0, channels, *hw), np.uint8), meta
     return np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, channels, *hw)), meta
 
 
@@ -69,7 +69,7 @@ def decode_cached(files: list[tuple[str, Path]], hw: tuple[int, int], channels: 
         hit = _open(base, hw, channels)
         if hit is not None:
             images, meta = hit
-            return (images if images is not None else np.zeros((0, channels, *hw), np.uint8)), {**meta, "reused": True}
+            return images, {**meta, "reused": True}
     names, skipped, arrays = [], [], []
     tmp = None
     if base is not None:
@@ -104,8 +104,7 @@ def decode_cached(files: list[tuple[str, Path]], hw: tuple[int, int], channels: 
     meta_tmp = base.with_name(f".{base.name}.json.tmp")
     meta_tmp.write_text(json.dumps(meta))
     os.replace(meta_tmp, base.with_suffix(".json"))
-    images, _ = _open(base, hw, channels) or (None, None)
-    return (images if images is not None else np.zeros((0, channels, *hw), np.uint8)), {**meta, "reused": False}
+    return _open(base, hw, channels)[0], {**meta, "reused": False}
 
 
 def decoder(hw: tuple[int, int], channels: int):

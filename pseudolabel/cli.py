@@ -254,7 +254,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(header)
     if out:
         out.write(header + "\n")
-    good, shown = 0, ([], [], [])
+    good, shown_paths, shown_labels, shown_scores = 0, [], [], []
     cache = None if args.no_cache else cache_dir(Config.pool_cache)
     for chunk, probs in clf.score_files(paths, warn=lambda m: print(f"warning: {m}", file=sys.stderr), cache=cache):
         labels, scores = predict_labels(probs, clf.classes, args.threshold)
@@ -265,7 +265,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             out.write(text)
         good += len(chunk)
         if args.show:
-            shown[0].extend(chunk), shown[1].extend(labels), shown[2].extend(scores)
+            shown_paths += chunk
+            shown_labels += labels
+            shown_scores += list(scores)
     if out:
         out.close()
     if not good:
@@ -275,7 +277,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if tmp:
         os.replace(tmp, args.csv)
     if args.show:
-        show(shown[0], shown[1], np.asarray(shown[2]), Path(args.show),
+        show(shown_paths, shown_labels, np.asarray(shown_scores), Path(args.show),
              f"P({clf.classes[1]})" if k == 2 else "top probability")  # fmt: skip
     return 0
 

@@ -102,6 +102,7 @@ def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, prob
     """Decode every image below ``root`` (unreadable files are reported and skipped), or reuse the
     uint8 memmap that ``cache`` holds for the same files (see :mod:`pseudolabel.cache`)."""
     from .cache import decode_cached, decoder
+    from .config import image_hw
 
     root = Path(root)
     if not root.is_dir():
@@ -109,7 +110,7 @@ def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, prob
     names, others = list_images(root)
     if others:
         problems.add(f"{root}: skipped {others} non-image file(s)")
-    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    hw = image_hw(size)
     decode, digests = decoder(hw, channels), {}
 
     def decode_once(name: str, data: bytes) -> np.ndarray:
