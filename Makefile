@@ -1,4 +1,4 @@
-# `make setup`: create .venv, install pseudolabel with its test tools, install Debian's chromium
+# `make setup`: create .venv, install pseudolabel with its test tools and the Ray extra, install Debian's chromium
 # for the browser tests (when missing, and apt-get can run), link the eyes and cifar10 data.
 PY ?= python3.11
 VENV := .venv
@@ -17,7 +17,7 @@ browser:
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,ray]'
 	touch $@
 
 data:
