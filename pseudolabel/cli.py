@@ -35,6 +35,22 @@ def _numbers(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
+def _add_device_engine(p: argparse.ArgumentParser, workers: str) -> None:
+    """--device, and the Ray engine's --engine, --address and --workers (``workers`` says what they are)."""
+    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
+                   "pipeline's device, auto)")  # fmt: skip
+    p.add_argument("--engine", choices=["local", "ray"], help="local (this process, the default) or ray "
+                   "(pip install 'pseudolabel[ray]')")  # fmt: skip
+    p.add_argument("--address", help="with --engine ray: auto or ray://HOST:PORT of a running cluster (default: a "
+                   "local Ray on this machine)")  # fmt: skip
+    p.add_argument("--workers", type=int, help=f"with --engine ray: {workers} (default 2)")
+
+
+def engine_overrides(args: argparse.Namespace, workers_key: str = "ray.workers") -> dict:
+    """The config overrides of --device, --engine, --address and --workers."""
+    return {"device": args.device, "engine": args.engine, "ray.address": args.address, workers_key: args.workers}
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train two seed models and sort the pool into class folders and unclear/")
     p.add_argument("pipeline", nargs="?", help=f"pipeline YAML or name in pipelines/ (default: {DEFAULT_PIPELINE})")
@@ -51,8 +67,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fixmatch-epochs", type=int, dest="fixmatch_epochs", help="FixMatch epochs of the teacher")
     p.add_argument("--student-max", type=int, dest="student_max", help="pool images the student learns from")
     p.add_argument("--limit", type=int, help="quick trials: only the first N pool images, plus the seed-labeled ones")
-    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
-                   "pipeline's device, auto)")  # fmt: skip
+    _add_device_engine(p, "Ray Data actors scoring the pool")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -62,7 +77,7 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
         "images": args.images, "labels": args.labels, "threshold": args.threshold, "n_train": args.n_train,
         "seed": args.seed, "pretrained": args.pretrained, "student_max": args.student_max, "limit": args.limit,
         "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
-        "device": args.device,
+        **engine_overrides(args),
     }  # fmt: skip
     return with_overrides(cfg, **over)
 
@@ -145,8 +160,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation in the exported model (default flip+shift: "
                    "10 views averaged; none predicts about 10x faster)")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
-                   "pipeline's device, auto)")  # fmt: skip
+    _add_device_engine(p, "Ray Train workers (DDP) training FixMatch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -160,7 +174,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
                                                        "monitor", "vote_weight", "unlabeled", "threshold_user",
                                                        "tta")}  # fmt: skip
-    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, device=args.device, **over)
+    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over,
+                         **engine_overrides(args, "ray.train_workers"))  # fmt: skip
     devices.use(cfg.device)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)
     c = m["counts"]
@@ -190,8 +205,7 @@ def _add_resort(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-flagged", action="store_const", const=False, dest="settle_flagged",
                    help="leave every vote decision the label check flagged for a person (default: the final model "
                    "re-decides them like any other)")  # fmt: skip
-    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
-                   "pipeline's device, auto)")  # fmt: skip
+    _add_device_engine(p, "Ray Data actors scoring the run")
 
 
 def cmd_resort(args: argparse.Namespace) -> int:
@@ -204,9 +218,10 @@ def cmd_resort(args: argparse.Namespace) -> int:
     cfg = with_overrides(load_config(run / "config.yaml"), **{"resort.accept": args.accept,
                                                               "resort.keep_agreed": args.keep_agreed,
                                                               "resort.settle_flagged": args.settle_flagged},
-                         device=args.device)  # fmt: skip
+                         **engine_overrides(args))  # fmt: skip
     devices.use(cfg.device)
-    res = resort_run(run, Path(args.journal) if args.journal else journal_path_for(run), cfg.resort, args.model)
+    res = resort_run(run, Path(args.journal) if args.journal else journal_path_for(run), cfg.resort, args.model,
+                     ray=cfg.ray if cfg.engine == "ray" else None)  # fmt: skip
     b, a = res["before"], res["after"]
     n = max(sum(a.values()), 1)
     print(f"{'folder':<16}{'before':>8}{'after':>8}{'share':>9}")
@@ -227,7 +242,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", help="also write the results to this CSV file")
     p.add_argument("--no-cache", action="store_true", dest="no_cache", help="decode the images without keeping "
                    "them in the pool cache (~/.cache/pseudolabel/pools or $PSEUDOLABEL_CACHE)")  # fmt: skip
-    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")  # fmt: skip
+    _add_device_engine(p, "Ray Data actors scoring the images")
     p.add_argument("--show", metavar="DIR", nargs="?", const="predictions", help="save a picture per image with its score")
     p.add_argument("--threshold", type=float, help="two classes only: label = class 1 when P(class 1) >= this "
                    "(default: the top class, i.e. 0.5)")  # fmt: skip
@@ -242,6 +257,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--csv {args.csv}: folder {Path(args.csv).parent} does not exist")
     devices.use(args.device or "auto")
     clf = Classifier.load(args.model)
+    rc = with_overrides(Config(), **engine_overrides(args)).ray if args.engine == "ray" else None
     k = len(clf.classes)
     if args.threshold is not None and k != 2:
         raise ValueError(f"--threshold is for two-class models; this one has {k} classes (the label is the top class)")
@@ -256,7 +272,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out.write(header + "\n")
     good, shown_paths, shown_labels, shown_scores = 0, [], [], []
     cache = None if args.no_cache else cache_dir(Config.pool_cache)
-    for chunk, probs in clf.score_files(paths, warn=lambda m: print(f"warning: {m}", file=sys.stderr), cache=cache):
+    warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
+    for chunk, probs in clf.score_files(paths, warn=warn, cache=cache, ray=rc):
         labels, scores = predict_labels(probs, clf.classes, args.threshold)
         text = "\n".join(",".join([_csv_field(str(p)), _csv_field(lab), f"{s:.6f}", *(f"{v:.6f}" for v in row)])
                          for p, lab, s, row in zip(chunk, labels, scores, probs)) + "\n"  # fmt: skip

@@ -109,6 +109,20 @@ class ResortConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """``engine: ray``: pool scoring on Ray Data actors, and ``retrain --engine ray`` on Ray Train workers."""
+
+    address: str = ""  # "" starts a local Ray on this machine; "auto" or "ray://HOST:PORT" joins a running cluster
+    workers: int = 2  # scoring actors (map_batches concurrency), each loading the model once
+    batch_size: int = 512  # images per map_batches call
+    worker_cpus: float = 0.75  # CPUs each scoring actor reserves; the rest stay free for the file-reading tasks
+    read_cpus: float = 0.25  # CPUs each read_binary_files task reserves
+    threads: int = 1  # torch threads in each scoring actor and each training worker
+    worker_gpus: float = 1.0  # GPUs each scoring actor and training worker takes, when the cluster has any
+    train_workers: int = 2  # retrain --engine ray: Ray Train workers (TorchTrainer, DDP: gloo on CPU, nccl on GPU)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one pipeline needs. Paths are relative to the working directory."""
 
@@ -127,6 +141,7 @@ class Config:
     seed: int = 0  # random seed for the split, the augmentations and the models
     device: str = "auto"  # where models train and score: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
     pool_cache: str = "~/.cache/pseudolabel/pools"  # decoded pools, kept as uint8 memmaps and reused; "" = off
+    engine: str = "local"  # who scores the pool and trains the final model: "local" (this process) or "ray"
     threshold: float | tuple[float, ...] = 0.8  # decided as class c when both models' top class is c and each
     # top probability is >= this; one number for both models or one per model, in the order of `models`
     teacher_conf: float = 0.8  # the second model also learns from pool images the first gives a top probability >= this
@@ -141,6 +156,7 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)  # the final model (pseudolabel retrain)
     label_check: LabelCheckConfig = field(default_factory=LabelCheckConfig)  # find likely-wrong labels (cleanlab)
     resort: ResortConfig = field(default_factory=ResortConfig)  # re-sorting with the final model (pseudolabel resort)
+    ray: RayConfig = field(default_factory=RayConfig)  # the Ray engine's cluster and workers (engine: ray)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -171,7 +187,7 @@ def accept_per_class(rs: ResortConfig, k: int) -> tuple[float, ...]:
 
 
 _NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig,
-           "label_check": LabelCheckConfig, "resort": ResortConfig}
+           "label_check": LabelCheckConfig, "resort": ResortConfig, "ray": RayConfig}
 
 
 def image_hw(size: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
@@ -217,6 +233,7 @@ def _validate(cfg: Config) -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(cfg.device).strip().lower()):
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     _validate_retrain(cfg.retrain)
+    check_engine(cfg.engine, cfg.ray)
     rs = cfg.resort
     acc = accept_per_class(rs, len(cfg.classes))
     if len(acc) != len(cfg.classes) or not all(0.0 < a <= 1.0 for a in acc):
@@ -236,6 +253,18 @@ def _validate(cfg: Config) -> None:
             raise ValueError(f"epochs and batch_size must be positive, got {sub.epochs!r}, {sub.batch_size!r}")
         if sub.fixmatch_monitor not in MONITORS:
             raise ValueError(f"fixmatch_monitor must be one of {MONITORS}, got {sub.fixmatch_monitor!r}")
+
+
+def check_engine(engine: str, rc: RayConfig) -> None:
+    """ValueError naming the bad value of ``engine`` or of the ``ray`` section."""
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if rc.address and rc.address != "auto" and not rc.address.startswith("ray://"):
+        raise ValueError(f"ray: address must be empty, 'auto' or 'ray://HOST:PORT', got {rc.address!r}")
+    if rc.workers < 1 or rc.train_workers < 1 or rc.batch_size < 1 or rc.threads < 1:
+        raise ValueError(f"ray: workers, train_workers, batch_size and threads must be >= 1, got {rc!r}")
+    if rc.worker_cpus <= 0 or rc.read_cpus < 0 or rc.worker_gpus < 0:
+        raise ValueError(f"ray: worker_cpus > 0, read_cpus >= 0 and worker_gpus >= 0, got {rc!r}")
 
 
 def _validate_normalize(cfg: Config) -> None:

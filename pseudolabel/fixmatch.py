@@ -191,12 +191,14 @@ def _step(module: nn.Module, fc: FixMatchConfig, labeled: tuple, x_u: torch.Tens
 
 def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: np.ndarray, x_val: np.ndarray,
                  y_val: np.ndarray, fc: FixMatchConfig, seed: int = 0, desc: str = "fixmatch", progress: bool = True,
-                 w_lb: np.ndarray | None = None, on_epoch=None, device: Device | None = None) -> FitResult:
+                 w_lb: np.ndarray | None = None, on_epoch=None, device: Device | None = None,
+                 net: nn.Module | None = None) -> FitResult:
     """Train ``module`` with FixMatch on ``device``; the kept EMA weights (see ``fc.monitor``) are loaded into it.
 
     x_lb: (B, C, H, W) uint8 labeled, y_lb: (B,) int; x_ulb: (U, C, H, W) uint8 unlabeled (a memmap is
     streamed, never made float as a whole); x_val/y_val: validation split; w_lb: optional (B,) weights;
-    on_epoch: optional callback(history_row, ema_module) after each "epoch" of ``fc.epoch_steps`` steps.
+    on_epoch: optional callback(history_row, ema_module) after each "epoch" of ``fc.epoch_steps`` steps;
+    net: what the training steps run through, e.g. ``module`` inside DistributedDataParallel (Ray Train).
     """
     for name, value, allowed in (("threshold", fc.threshold, ("fixed", "flexmatch")), ("monitor", fc.monitor, MONITORS)):
         if value not in allowed:
@@ -223,7 +225,7 @@ def fit_fixmatch(module: nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_ulb: n
             xu, ui = next(unlabeled)
             li = torch.randint(len(xl), (fc.batch_size,), generator=g, device=dev)
             with device.autocast():
-                loss, st = _step(module, fc, (xl[li].float().div_(255.0), yl[li], None if wl is None else wl[li]), to_device(xu, device), g,
+                loss, st = _step(net or module, fc, (xl[li].float().div_(255.0), yl[li], None if wl is None else wl[li]), to_device(xu, device), g,
                                  selected, ui.to(dev))  # fmt: skip
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

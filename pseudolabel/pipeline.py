@@ -116,10 +116,25 @@ def train_seed_models(cfg: Config, pool: Pool, seeds: Seeds, progress: bool, sec
         model.fit(x, y, x_va, y_va, x_unlabeled=pool.images)
         seconds[f"train {name} ({len(x)} labeled)"] = time.perf_counter() - t
         t = time.perf_counter()
-        scores[name] = model.predict_proba(pool.images)
+        scores[name] = score_pool(cfg, model, pool)
         seconds[f"score {name}"] = time.perf_counter() - t
         models.append(model)
     return models, scores, n_student
+
+
+def score_pool(cfg: Config, model: SeedModel, pool: Pool) -> np.ndarray:
+    """(N, K) probabilities of ``model`` for the pool: in this process from the decoded pool, or with
+    ``engine: ray`` on Ray Data actors reading the pool's files (they decoded here, so none may fail)."""
+    if cfg.engine != "ray":
+        return model.predict_proba(pool.images)
+    from . import ray_engine
+
+    paths = [pool.root / n for n in pool.names]
+    kept, probs, bad = ray_engine.score(ray_engine.module_bytes(model.module), "module", paths, cfg.hw, cfg.channels,
+                                        cfg.num_classes, cfg.ray, tta=model.tc.tta)  # fmt: skip
+    if bad:
+        raise ValueError(f"{bad[0][0]}: Ray could not score it ({bad[0][1]}); {len(bad)} such image(s)")
+    return probs
 
 
 def final_decisions(pool: Pool, seeds: Seeds, votes: Votes) -> np.ndarray:

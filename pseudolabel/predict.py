@@ -86,6 +86,7 @@ class Classifier:
         self.size = self.hw[0]
         self.channels = int(preprocess["channels"])
         self.classes: list[str] = list(preprocess["classes"])
+        self.file: Path | None = None  # the model.ts it was loaded from (the Ray engine ships its bytes)
 
     @classmethod
     def load(cls, path: str | Path):
@@ -96,7 +97,9 @@ class Classifier:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
             model = torch.jit.load(str(d / "model.ts"), map_location="cpu")
-        return cls(model, json.loads((d / "preprocess.json").read_text()))
+        clf = cls(model, json.loads((d / "preprocess.json").read_text()))
+        clf.file = d / "model.ts"
+        return clf
 
     def load_images(self, paths: list[str | Path]) -> np.ndarray:
         """(N, C, H, W) uint8, preprocessed as in training."""
@@ -115,10 +118,24 @@ class Classifier:
         return self.probs_array(images, batch_size)
 
     def score_files(self, paths: list[Path], chunk: int = 4096, batch_size: int = 512, warn=None,
-                    cache: Path | None = None):
+                    cache: Path | None = None, ray=None):
         """Yield (readable paths, (n, K) probabilities) a chunk of ``chunk`` files at a time: memory stays
         that of one chunk, whatever the number of files. Unreadable files go to ``warn`` (one line) and are
-        skipped. With ``cache``, the files are decoded once into the pool cache and scored from it."""
+        skipped. With ``cache``, the files are decoded once into the pool cache and scored from it; with
+        ``ray`` (a RayConfig), they are read and scored on Ray Data actors instead."""
+        if ray is not None:
+            from . import ray_engine
+
+            if self.file is None:
+                raise ValueError("the Ray engine scores a model loaded from a file (Classifier.load)")
+            kept, probs, bad = ray_engine.score(self.file.read_bytes(), "torchscript", list(paths), self.hw,
+                                                self.channels, len(self.classes), ray, pre=self.pre)  # fmt: skip
+            for p, reason in bad:
+                if warn is not None:
+                    warn(f"{p}: cannot read image ({reason.split(':')[0]}); skipped")
+            for i in range(0, len(kept), chunk):
+                yield kept[i : i + chunk], probs[i : i + chunk]
+            return
         if cache is not None:
             from .cache import decode_cached, decoder
 

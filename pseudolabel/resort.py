@@ -89,9 +89,10 @@ def movable_images(rows: list[dict], where: dict[str, str], decided: dict[str, d
 
 
 def score_run(run_dir: Path, state: ReviewState, rows: list[dict], where: dict[str, str],
-              model: str | Path | None = None) -> np.ndarray:
+              model: str | Path | None = None, ray=None) -> np.ndarray:
     """(N, K) probabilities from the exported final model for every image of ``rows``, read from the
-    run's folders (``where``: {image: folder} as :meth:`ReviewState.where` gives it)."""
+    run's folders (``where``: {image: folder} as :meth:`ReviewState.where` gives it); scored on Ray
+    Data actors when ``ray`` (a RayConfig) is given."""
     from .predict import Classifier
 
     clf = Classifier.load(model or run_dir)
@@ -103,7 +104,7 @@ def score_run(run_dir: Path, state: ReviewState, rows: list[dict], where: dict[s
     def unreadable(message: str) -> None:
         raise ValueError(f"{run_dir}: {message.replace('; skipped', '')}")
 
-    return np.concatenate([p for _, p in clf.score_files(paths, warn=unreadable)])  # streamed, a chunk at a time
+    return np.concatenate([p for _, p in clf.score_files(paths, warn=unreadable, ray=ray)])  # streamed, by chunks
 
 
 def new_rows(rows: list[dict], info: runstate.RunInfo, decision: np.ndarray, rank: np.ndarray, movable: np.ndarray
@@ -152,9 +153,10 @@ def queue_samples(run_dir: Path, rows: list[dict], probs: np.ndarray, classes: t
 
 
 def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path | None = None,
-               scores: np.ndarray | None = None) -> dict:
+               scores: np.ndarray | None = None, ray=None) -> dict:
     """Re-sort ``run_dir`` with its final model (or ``model``; or given (N, K) ``scores`` in
-    predictions.csv order). Writes scores/final.npy, resort.json and the report; returns the summary."""
+    predictions.csv order; scored on Ray when ``ray``, a RayConfig, is given). Writes scores/final.npy,
+    resort.json and the report; returns the summary."""
     from .report import RUN_SUMMARY, render, resort_plot
 
     run_dir = Path(run_dir)
@@ -164,7 +166,7 @@ def resort_run(run_dir: Path, journal: Path, rc: ResortConfig, model: str | Path
         rows, info, where = state.rows, state.info, state.where()
         movable = movable_images(rows, where, state.journal.last_decisions(), rc.settle_flagged)
         now = np.array([info.decision_of(where.get(r["image"], r["decision"])) for r in rows])
-        p = score_run(run_dir, state, rows, where, model) if scores is None else np.asarray(scores, dtype=np.float64)
+        p = score_run(run_dir, state, rows, where, model, ray) if scores is None else np.asarray(scores, np.float64)
         first = np.array([bool(r.get("issue")) for r in rows])
         voted = np.array([r["source"] == runstate.VOTE for r in rows])
         acc = accept_per_class(rc, len(info.classes))

@@ -147,7 +147,8 @@ def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
 def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None,
                  cache: Path | None = None):
     """One network, start to end: SimCLR on the unlabeled set (or its weights from ``cache``, when
-    an earlier retrain made them from the same pool), a supervised warm-up, then FixMatch.
+    an earlier retrain made them from the same pool), a supervised warm-up, then FixMatch (on Ray
+    Train's workers with ``engine: ray``).
 
     Returns (module with the kept EMA weights, FitResult, SimCLR history rows ([] when cached),
     whether SimCLR's weights came from ``cache``)."""
@@ -170,8 +171,13 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
                            patience=rc.warmup_epochs)
     if rc.warmup_epochs:
         fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, seed, "warm-up", progress)
-    fit = fit_fixmatch(module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc), seed,
-                       f"retrain {rc.backbone} (seed {seed})", progress, w_lb=data.w_lb, on_epoch=on_epoch)  # fmt: skip
+    args = (module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc), seed)
+    if cfg.engine == "ray":  # FixMatch, most of the time, on Ray Train workers (DDP)
+        from . import ray_engine
+
+        fit = ray_engine.fit_fixmatch(*args, cfg.ray, w_lb=data.w_lb, on_epoch=on_epoch)
+    else:
+        fit = fit_fixmatch(*args, f"retrain {rc.backbone} (seed {seed})", progress, w_lb=data.w_lb, on_epoch=on_epoch)
     return module, fit, pre, cached
 
 

@@ -48,6 +48,11 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("resort:\n  keep_agreed: 1.5\n", r"resort: keep_agreed must be in \(0, 1\], got 1.5"),
         ("resort:\n  acept: 0.99\n", "resort.*unknown key.*acept"),
         ("resort:\n  settle_flagged: 'no'\n", "settle_flagged must be true or false, got 'no'"),
+        ("engine: spark\n", "engine must be 'local' or 'ray', got 'spark'"),
+        ("ray:\n  address: localhost:6379\n", "ray: address must be empty, 'auto' or 'ray://HOST:PORT'"),
+        ("ray:\n  workers: 0\n", "ray: workers.*must be >= 1"),
+        ("ray:\n  worker_cpus: 0\n", "ray: worker_cpus > 0"),
+        ("ray:\n  actors: 2\n", "ray.*unknown key.*actors"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )
