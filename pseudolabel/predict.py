@@ -76,20 +76,33 @@ def _model_dir(path: str | Path) -> Path:
     raise ValueError(f"no exported model at {p} (expected model.ts and preprocess.json; run `pseudolabel retrain`)")
 
 
-class Classifier:
-    """An exported final model over K classes: a full image path in, its class out."""
+BACKENDS = ("auto", "torchscript", "onnx")  # auto: ONNX Runtime on the CPU when model.onnx is there, else TorchScript
 
-    def __init__(self, model: torch.jit.ScriptModule, preprocess: dict):
-        self.model, self.pre = model.eval(), preprocess
+
+class Classifier:
+    """An exported final model over K classes: a full image path in, its class out.
+
+    ``onnx`` (model.onnx's bytes) and ``backend``: on the CPU, ``auto`` scores with ONNX Runtime,
+    about 1.7x TorchScript's speed for the small networks `retrain` exports; on a GPU, and with
+    ``torchscript``, the TorchScript module runs on the device."""
+
+    def __init__(self, model: torch.jit.ScriptModule, preprocess: dict, onnx: bytes | None = None,
+                 backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "onnx" and onnx is None:
+            raise ValueError("backend onnx needs model.onnx beside model.ts")
+        self.model, self.pre, self.onnx, self.backend = model.eval(), preprocess, onnx, backend
         size = preprocess["image_size"]
         self.hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.size = self.hw[0]
         self.channels = int(preprocess["channels"])
         self.classes: list[str] = list(preprocess["classes"])
         self.file: Path | None = None  # the model.ts it was loaded from (the Ray engine ships its bytes)
+        self._session = None
 
     @classmethod
-    def load(cls, path: str | Path):
+    def load(cls, path: str | Path, backend: str = "auto"):
         """From a run folder, its ``final/`` folder, or a ``model.ts`` file."""
         import warnings
 
@@ -97,7 +110,8 @@ class Classifier:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
             model = torch.jit.load(str(d / "model.ts"), map_location="cpu")
-        clf = cls(model, json.loads((d / "preprocess.json").read_text()))
+        onnx = (d / "model.onnx").read_bytes() if (d / "model.onnx").is_file() and backend != "torchscript" else None
+        clf = cls(model, json.loads((d / "preprocess.json").read_text()), onnx, backend)
         clf.file = d / "model.ts"
         return clf
 
@@ -105,12 +119,29 @@ class Classifier:
         """(N, C, H, W) uint8, preprocessed as in training."""
         return np.stack([load_image(Path(p), self.hw, self.channels) for p in paths])
 
+    def session(self, device):
+        """The ONNX Runtime session to score with on ``device``, or None for TorchScript."""
+        if self.onnx is None or self.backend == "torchscript" or (device.type != "cpu" and self.backend == "auto"):
+            return None
+        if self._session is None:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1  # as torch would use
+            self._session = ort.InferenceSession(self.onnx, so, providers=["CPUExecutionProvider"])
+        return self._session
+
     @torch.inference_mode()
     def probs_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) probabilities, column k = P(classes[k])."""
         device = current()  # the model file is device-free; it runs where this process runs
-        model = self.model.to(device.torch)
-        out = [model(x).float().cpu() for x in batches(images, batch_size, device=device)]  # uint8 until the device
+        session = self.session(device)
+        if session is not None:
+            out = [torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0])
+                   for x in batches(images, batch_size, device=device)]  # fmt: skip
+        else:
+            model = self.model.to(device.torch)
+            out = [model(x).float().cpu() for x in batches(images, batch_size, device=device)]  # uint8 until the device
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
     def predict_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -129,7 +160,8 @@ class Classifier:
             if self.file is None:
                 raise ValueError("the Ray engine scores a model loaded from a file (Classifier.load)")
             kept, probs, bad = ray_engine.score(self.file.read_bytes(), "torchscript", list(paths), self.hw,
-                                                self.channels, len(self.classes), ray, pre=self.pre)  # fmt: skip
+                                                self.channels, len(self.classes), ray, pre=self.pre, onnx=self.onnx,
+                                                backend=self.backend)  # fmt: skip
             for p, reason in bad:
                 if warn is not None:
                     warn(f"{p}: cannot read image ({reason.split(':')[0]}); skipped")
@@ -139,12 +171,13 @@ class Classifier:
         if cache is not None:
             from .cache import decode_cached, decoder
 
-            files = [(str(p), Path(p)) for p in paths]
+            files = [(os.fspath(p), p) for p in paths]
             images, meta = decode_cached(files, self.hw, self.channels, cache, decoder(self.hw, self.channels), False)
+            given = dict(files)  # the kept paths go back as the caller gave them (str or Path)
             for name, reason in meta["skipped"]:
                 if warn is not None:
                     warn(f"{name}: cannot read image ({reason.split(':')[0]}); skipped")
-            probs, kept = self.probs_array(images, batch_size), [Path(n) for n in meta["names"]]
+            probs, kept = self.probs_array(images, batch_size), [given[n] for n in meta["names"]]
             for i in range(0, len(kept), chunk):
                 yield kept[i : i + chunk], probs[i : i + chunk]
             return
@@ -175,8 +208,9 @@ class EyeStateClassifier(Classifier):
     """A two-class exported model. ``predict(path) -> float``: a full image path in, P(class 1) out
     (for the eyes, P(open)); ``predict_array`` gives (N,) P(class 1)."""
 
-    def __init__(self, model: torch.jit.ScriptModule, preprocess: dict):
-        super().__init__(model, preprocess)
+    def __init__(self, model: torch.jit.ScriptModule, preprocess: dict, onnx: bytes | None = None,
+                 backend: str = "auto"):
+        super().__init__(model, preprocess, onnx, backend)
         if len(self.classes) != 2:
             raise ValueError(f"EyeStateClassifier needs a two-class model, this one has {len(self.classes)} classes "
                              f"({', '.join(self.classes)}); use Classifier")  # fmt: skip
@@ -193,24 +227,28 @@ class EyeStateClassifier(Classifier):
         return self.predict_array(self.load_images(paths))
 
 
-def collect_paths(specs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (recursive) and globs -> (image paths, one-line problems)."""
+def collect_paths(specs: list[str]) -> tuple[list[str], list[str]]:
+    """Files, folders (recursive, symlinked folders not followed) and globs -> (image paths, one-line
+    problems). Paths stay strings: a million Path objects would cost far more memory and time."""
     paths, problems = [], []
     for spec in specs:
-        matches = [Path(m) for m in sorted(glob.glob(spec, recursive=True))] or ([Path(spec)] if os.path.exists(spec) else [])
+        matches = [str(Path(m)) for m in sorted(glob.glob(spec, recursive=True))] or \
+            ([str(Path(spec))] if os.path.exists(spec) else [])  # fmt: skip
         if not matches:
             problems.append(f"{spec}: no such file, folder or match")
         for m in matches:
-            if m.is_dir():
-                paths += sorted(p for p in m.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-            elif m.suffix.lower() in IMAGE_EXTS:
+            if os.path.isdir(m):
+                found = [os.path.join(d, f) for d, _, files in os.walk(m) for f in files
+                         if os.path.splitext(f)[1].lower() in IMAGE_EXTS]  # fmt: skip
+                paths += sorted(found, key=lambda p: p.split(os.sep))  # the order Path sorting gives
+            elif os.path.splitext(m)[1].lower() in IMAGE_EXTS:
                 paths.append(m)
             else:
                 problems.append(f"{m}: not an image file (.jpg, .jpeg, .png, .bmp, .webp); skipped")
     return paths, problems
 
 
-def show(paths: list[Path], labels: list[str], scores: np.ndarray, out_dir: Path, what: str) -> None:
+def show(paths: list[str | Path], labels: list[str], scores: np.ndarray, out_dir: Path, what: str) -> None:
     """Save each image, upscaled, with its label and score in the title, as out_dir/<name>.score.png.
     ``what`` names the score, e.g. "P(open)" or "top probability"."""
     import matplotlib
@@ -227,5 +265,5 @@ def show(paths: list[Path], labels: list[str], scores: np.ndarray, out_dir: Path
             ax.imshow(im.convert("L" if gray else "RGB"), cmap="gray" if gray else None, interpolation="nearest")
         ax.set_title(f"{what} = {s:.3f}\n{label}", fontsize=9)
         ax.axis("off")
-        fig.savefig(out_dir / f"{p.stem}.score.png", bbox_inches="tight")
+        fig.savefig(out_dir / f"{Path(p).stem}.score.png", bbox_inches="tight")
         plt.close(fig)

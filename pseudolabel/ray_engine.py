@@ -70,12 +70,14 @@ class Scorer:
     """A Ray Data callable class: loads the model once, then scores batches of files.
 
     model: bytes of a pickled nn.Module (``kind="module"``: softmax of its logits, ``tta`` adds
-    the flip) or of an exported model.ts with its preprocess.json as ``pre`` (``kind="torchscript"``).
+    the flip) or of an exported model.ts with its preprocess.json as ``pre``, model.onnx's bytes as
+    ``onnx`` and the Classifier's ``backend`` (``kind="torchscript"``).
     A batch {"path", "bytes"} becomes {"path", "error", "p0".."p{K-1}"}: error "" for a scored
     file, else the reason, with NaN scores."""
 
     def __init__(self, model: bytes, kind: str, hw: tuple[int, int], channels: int, tta: bool, k: int,
-                 batch_size: int, threads: int, pre: dict | None = None):
+                 batch_size: int, threads: int, pre: dict | None = None, onnx: bytes | None = None,
+                 backend: str = "auto"):
         import warnings
 
         from . import device as devices
@@ -89,10 +91,10 @@ class Scorer:
             self.model = torch.jit.load(buf, map_location="cpu") if kind == "torchscript" else \
                 torch.load(buf, map_location="cpu", weights_only=False)  # fmt: skip
         self.kind, self.tta, self.k, self.batch_size = kind, tta, k, batch_size
-        if kind == "torchscript":
+        if kind == "torchscript":  # scored as the local Classifier scores: ONNX Runtime on the CPU when shipped
             from .predict import Classifier
 
-            self.model = Classifier(self.model, pre)
+            self.model = Classifier(self.model, pre, onnx, backend)
         self.decode = decoder(tuple(hw), channels)
 
     def probs(self, images: np.ndarray) -> np.ndarray:
@@ -119,7 +121,8 @@ class Scorer:
 
 
 def score(model: bytes, kind: str, paths: list[Path], hw: tuple[int, int], channels: int, k: int, rc: RayConfig,
-          tta: bool = False, workers: int | None = None, pre: dict | None = None) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
+          tta: bool = False, workers: int | None = None, pre: dict | None = None, onnx: bytes | None = None,
+          backend: str = "auto") -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
     """Score image files on Ray Data actors. Returns (the readable paths in the given order, their
     (n, K) float32 probabilities, [(unreadable path, reason)])."""
     import pyarrow.parquet as pq
@@ -132,7 +135,7 @@ def score(model: bytes, kind: str, paths: list[Path], hw: tuple[int, int], chann
                                     num_cpus=rc.read_cpus)  # fmt: skip
     ds = ds.map_batches(Scorer, fn_constructor_kwargs=dict(model=model, kind=kind, hw=tuple(hw), channels=channels,
                                                            tta=tta, k=k, batch_size=rc.batch_size, threads=rc.threads,
-                                                           pre=pre),
+                                                           pre=pre, onnx=onnx, backend=backend),
                         concurrency=workers, batch_size=rc.batch_size, num_cpus=rc.worker_cpus,
                         num_gpus=_gpus(ray, rc), batch_format="numpy")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pseudolabel-ray-") as shards:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pseudolabel import runstate
+from pseudolabel import device, runstate
 from pseudolabel.config import load_config, to_dict, with_overrides
 from pseudolabel.metrics import roc_auc
 from pseudolabel.models import create_backbone
@@ -74,8 +74,9 @@ def assert_onnx_matches_torch(run, images, n):
 
     from pseudolabel import EyeStateClassifier
 
-    clf = EyeStateClassifier.load(run)
+    clf = EyeStateClassifier.load(run, backend="torchscript")
     x = clf.load_images(sorted(images.iterdir())[:n])
+    assert clf.session(device.current()) is None  # TorchScript itself, not ONNX Runtime again
     sess = ort.InferenceSession(str(run / "final" / "model.onnx"), providers=["CPUExecutionProvider"])
     onnx_probs = sess.run(None, {"images": x.astype(np.float32) / 255})[0]
     np.testing.assert_allclose(onnx_probs[:, 1], clf.predict_array(x), atol=1e-4)

@@ -223,3 +223,28 @@ def test_predict_from_the_pool_cache_equals_a_direct_decode(small_pool, tmp_path
         assert [p for c, _ in cached for p in c] == [p for c, _ in direct for p in c]
         assert np.allclose(np.concatenate([p for _, p in cached]), np.concatenate([p for _, p in direct]), atol=1e-6)
     assert len(warned) == 2 and all("broken.jpg" in w for w in warned)
+
+
+@pytest.mark.parametrize("k,channels,hw", [(2, 1, (24, 24)), (3, 3, (40, 32))])
+def test_onnx_backend_on_the_cpu_matches_torchscript(tmp_path, k, channels, hw):
+    """``backend: auto`` scores with ONNX Runtime on the CPU; its probabilities are TorchScript's within 1e-5."""
+    import dataclasses
+
+    from pseudolabel.config import Config
+    from pseudolabel.predict import Classifier, export_model
+
+    device.use("cpu")
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(Config(), classes=tuple("abc"[:k]), channels=channels, image_size=list(hw))
+    export_model(create_backbone("tinycnn", num_classes=k, in_chans=channels, image_size=hw, width=8), cfg, tmp_path)
+    x = np.random.default_rng(0).integers(0, 256, (70, channels, *hw), dtype=np.uint8)
+    auto, ts = Classifier.load(tmp_path), Classifier.load(tmp_path, backend="torchscript")
+    assert auto.session(device.current()) is not None and ts.session(device.current()) is None
+    a, t = auto.probs_array(x, batch_size=32), ts.probs_array(x, batch_size=32)
+    assert a.shape == (70, k) and np.abs(a - t).max() < 1e-5
+    (tmp_path / "model.onnx").unlink()
+    assert Classifier.load(tmp_path).session(device.current()) is None  # no model.onnx: TorchScript
+    with pytest.raises(ValueError, match="backend onnx needs model.onnx"):
+        Classifier.load(tmp_path, backend="onnx")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Classifier.load(tmp_path, backend="tensorrt")
