@@ -7,7 +7,9 @@ Each pool image is a real crop, randomly flipped, shifted by up to 2 pixels and 
 - `pseudolabel predict --csv` on the folder (tta none), twice: the first decodes the files into the
   pool cache, the second scores from it: images/s and peak RSS of each;
 - a FixMatch retrain step on that pool: seconds per step;
-- the review server with the whole pool in unclear/: p50/p95 of queue reads and decisions.
+- the review server with the whole pool in unclear/: p50/p95 of queue reads and decisions;
+- `predict --engine ray` with 1 and 2 Ray Data actors (reading and decoding the files themselves):
+  images/s, the driver's peak RSS and the largest Ray worker's.
 Each measurement that reports memory runs in its own process.
 
     python benchmarks/scale.py                       # 4k, 40k, 400k; ~1.6 GB of disk at 400 k
@@ -111,6 +113,33 @@ assert main(["predict", {pool!r}, "--model", {model!r}, "--csv", {csv!r}]) == 0
 print(json.dumps({{"seconds": time.perf_counter() - t}}))
 """
 
+RAY_PREDICT = """
+import json, os, threading, time
+os.environ["PSEUDOLABEL_CACHE"] = ""
+from pseudolabel import ray_engine
+from pseudolabel.config import RayConfig
+from pseudolabel.cli import main
+ray_engine.init(RayConfig())  # a local Ray on this machine; its start-up is not counted
+workers, done = {{}}, threading.Event()
+def poll():  # peak RSS of the Ray worker processes (ray::... in their command line)
+    while not done.is_set():
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and open(f"/proc/{{pid}}/cmdline", "rb").read().startswith(b"ray::"):
+                    rss = [int(l.split()[1]) for l in open(f"/proc/{{pid}}/status") if l.startswith("VmRSS")][0]
+                    workers[pid] = max(workers.get(pid, 0), rss / 1024)
+            except (OSError, IndexError):
+                pass
+        time.sleep(0.2)
+threading.Thread(target=poll, daemon=True).start()
+t = time.perf_counter()
+assert main(["predict", {pool!r}, "--model", {model!r}, "--csv", {csv!r}, "--engine", "ray",
+             "--workers", "{workers}", "--no-cache"]) == 0
+seconds = time.perf_counter() - t
+done.set()
+print(json.dumps({{"seconds": seconds, "worker_rss_mb": max(workers.values(), default=0)}}))
+"""
+
 STEP = """
 import json, time, numpy as np, torch
 from pathlib import Path
@@ -178,7 +207,7 @@ def review_latency(pool: Path, root: Path, requests: int = 200) -> dict:
             "decide_p95_ms": float(np.percentile(np.array(times["decide"]) * 1000, 95))}  # fmt: skip
 
 
-def measure(n: int, root: Path, model: Path) -> dict:
+def measure(n: int, root: Path, model: Path, ray: bool = True) -> dict:
     pool, cache = root / f"pool{n}", root / f"cache{n}"
     row = {"n": n, "make_s": make_pool(pool, n)}
     row["disk_mb"] = sum(e.stat().st_blocks * 512 for e in os.scandir(pool)) / 2**20
@@ -191,6 +220,11 @@ def measure(n: int, root: Path, model: Path) -> dict:
                                  pcache=str(root / f"pcache{n}")))  # fmt: skip
         row.update({f"{key}_ips": n / p["seconds"], f"{key}_rss_mb": p["rss_mb"]})
     shutil.rmtree(root / f"pcache{n}", ignore_errors=True)
+    if ray:
+        for w in (1, 2):  # Ray Data actors read, decode and score the files (no cache)
+            r = child(RAY_PREDICT.format(pool=str(pool), model=str(model), csv=str(root / f"pred{n}.csv"), workers=w))
+            row.update({f"ray{w}_ips": n / r["seconds"], f"ray{w}_rss_mb": r["rss_mb"],
+                        f"ray{w}_worker_rss_mb": r["worker_rss_mb"]})  # fmt: skip
     row["retrain_s_per_step"] = child(STEP.format(pool=str(pool), cache=str(cache)))["s_per_step"]
     row.update({f"review_{k}": v for k, v in review_latency(pool, root / f"review{n}").items()})
     shutil.rmtree(root / f"review{n}", ignore_errors=True)
@@ -202,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="4000,40000,400000", help="pool sizes, comma-separated")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one, removed)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
     args = ap.parse_args(argv)
     os.environ["PSEUDOLABEL_CACHE"] = ""  # every cache here is explicit
     root = Path(args.keep or tempfile.mkdtemp(prefix="pseudolabel-scale-"))
@@ -210,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for n in (int(s) for s in args.sizes.split(",")):
-            rows.append(measure(n, root, model))
+            rows.append(measure(n, root, model, ray=not args.no_ray))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             for d in (root / f"pool{n}", root / f"cache{n}"):
                 if not args.keep:
@@ -224,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             ("predict_cold_rss_mb", "predict 1st RSS MB", "{:.0f}"), ("predict_ips", "predict again img/s", "{:,.0f}"),
             ("predict_rss_mb", "predict RSS MB", "{:.0f}"), ("retrain_s_per_step", "retrain s/step", "{:.3f}"),
             ("review_open_s", "review open s", "{:.1f}"), ("review_p95_ms", "review p95 ms", "{:.1f}")]  # fmt: skip
+    if not args.no_ray:
+        cols += [("ray1_ips", "Ray 1 worker img/s", "{:,.0f}"), ("ray2_ips", "Ray 2 workers img/s", "{:,.0f}"),
+                 ("ray2_rss_mb", "Ray driver RSS MB", "{:.0f}"), ("ray2_worker_rss_mb", "Ray worker RSS MB", "{:.0f}")]
+    cols = [c for c in cols if all(c[0] in r for r in rows)]
     print("| " + " | ".join(c[1] for c in cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -29,7 +29,7 @@ def cache_dir(setting: str | None) -> Path | None:
     return Path(os.path.expanduser(text)) if text else None
 
 
-def files_key(files: list[tuple[str, Path]], hw: tuple[int, int], channels: int) -> str:
+def files_key(files: list[tuple[str, str | Path]], hw: tuple[int, int], channels: int) -> str:
     """Hex key of ``files`` ((name, path) pairs, in order) decoded to ``hw`` and ``channels``:
     streamed over the names and os.stat of each file; no file is read."""
     h = hashlib.sha256(json.dumps([FORMAT, list(hw), channels]).encode())
@@ -57,7 +57,7 @@ def _open(base: Path, hw: tuple[int, int], channels: int) -> tuple[np.ndarray, d
     return np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, channels, *hw)), meta
 
 
-def decode_cached(files: list[tuple[str, Path]], hw: tuple[int, int], channels: int, cache: Path | None,
+def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], channels: int, cache: Path | None,
                   decode, progress: bool = True, desc: str = "decoding images") -> tuple[np.ndarray, dict]:
     """Decode ``files`` ((name, path) pairs) with ``decode(name, bytes) -> (C, H, W) uint8`` or reuse the cache.
 

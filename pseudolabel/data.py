@@ -62,14 +62,16 @@ def list_images(root: Path) -> tuple[list[str], int]:
 
     Returns (sorted relative names, number of non-image files skipped).
     """
-    names, others = [], 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    names, others, top = [], 0, os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
+        rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
         for fn in filenames:
             if fn.startswith("."):
                 continue
-            if Path(fn).suffix.lower() in IMAGE_EXTS:
-                names.append((Path(dirpath) / fn).relative_to(root).as_posix())
+            if os.path.splitext(fn)[1].lower() in IMAGE_EXTS:
+                names.append(prefix + fn)
             else:
                 others += 1
     return sorted(names), others
@@ -121,7 +123,8 @@ def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, prob
         digests[digest] = name
         return arr
 
-    files = [(n, root / n) for n in names]
+    top = os.fspath(root)
+    files = [(n, os.path.join(top, n)) for n in names]  # strings: a Path per image would cost far more memory
     images, meta = decode_cached(files, hw, channels, cache, decode_once, progress, "loading images")
     for name, reason in meta["skipped"]:
         if reason.startswith("Duplicate: "):

@@ -153,14 +153,17 @@ def predict_probs(module: nn.Module, x: np.ndarray | torch.Tensor, batch_size: i
         views = batches(x, batch_size, device=device)
     else:
         views = (x[i : i + batch_size].to(device.torch) for i in range(0, len(x), batch_size))
-    out = []
+    out, at = None, 0  # filled in place: no per-batch result stays behind to fragment the heap
     with device.autocast():
         for xb in views:
             p = logits_of(module(xb)).float().softmax(1)
             if tta:
                 p = (p + logits_of(module(xb.flip(-1))).float().softmax(1)) / 2
-            out.append(p.cpu())
-    return torch.cat(out) if out else torch.empty(0, 2)
+            if out is None:
+                out = torch.empty((len(x), p.shape[1]), dtype=torch.float32, device="cpu")
+            out[at : at + len(p)] = p
+            at += len(p)
+    return out if out is not None else torch.empty(0, 2)
 
 
 def evaluate(module: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> tuple[float, float]:

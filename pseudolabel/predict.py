@@ -136,13 +136,13 @@ class Classifier:
         """(N, C, H, W) uint8 -> (N, K) probabilities, column k = P(classes[k])."""
         device = current()  # the model file is device-free; it runs where this process runs
         session = self.session(device)
-        if session is not None:
-            out = [torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0])
-                   for x in batches(images, batch_size, device=device)]  # fmt: skip
-        else:
-            model = self.model.to(device.torch)
-            out = [model(x).float().cpu() for x in batches(images, batch_size, device=device)]  # uint8 until the device
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+        model = self.model.to(device.torch) if session is None else None
+        out, at = np.zeros((len(images), len(self.classes)), np.float32), 0  # filled in place, batch by batch
+        for x in batches(images, batch_size, device=device):  # uint8 until the device
+            p = session.run(None, {"images": x.cpu().numpy()})[0] if session is not None else model(x).float().cpu()
+            out[at : at + len(x)] = p
+            at += len(x)
+        return out
 
     def predict_array(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) probabilities."""

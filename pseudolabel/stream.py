@@ -116,14 +116,15 @@ def _whole_file(images: np.ndarray) -> str | None:
 
 def _read_in_order(path: str, shape: tuple, batch_size: int):
     """(B, C, H, W) uint8 batches read from ``path`` with plain reads: a scan maps no page of the
-    file, so the process's memory stays that of one batch whatever the file's size."""
+    file, so the process's memory stays that of one batch whatever the file's size. The batches share
+    one buffer: each is valid until the next is read (:func:`to_device` copies it first)."""
     row = int(np.prod(shape[1:]))
+    buf = torch.empty((min(batch_size, shape[0]), *shape[1:]), dtype=torch.uint8)  # one buffer, refilled
     with open(path, "rb", buffering=0) as f:
         for i in range(0, shape[0], batch_size):
             n = min(batch_size, shape[0] - i)
-            buf = bytearray(n * row)
-            f.readinto(buf)
-            yield torch.frombuffer(buf, dtype=torch.uint8).view(n, *shape[1:])
+            f.readinto(memoryview(buf.numpy()).cast("B")[: n * row])
+            yield buf[:n]
 
 
 def batches(images: np.ndarray, batch_size: int, workers: int = 0, device: Device | None = None):
