@@ -114,7 +114,7 @@ class RayConfig:
 
     address: str = ""  # "" starts a local Ray on this machine; "auto" or "ray://HOST:PORT" joins a running cluster
     workers: int = 2  # scoring actors (map_batches concurrency), each loading the model once
-    batch_size: int = 512  # images per map_batches call
+    batch_size: int = 1024  # images per map_batches call
     worker_cpus: float = 0.75  # CPUs each scoring actor reserves; the rest stay free for the file-reading tasks
     read_cpus: float = 0.25  # CPUs each read_binary_files task reserves
     threads: int = 1  # torch threads in each scoring actor and each training worker

@@ -53,17 +53,20 @@ def _exported(tmp_path, classes=("closed", "open"), channels=1, hw=(24, 24)):
     return Classifier.load(out)
 
 
-def test_ray_data_scores_equal_local_scores(local_ray, eyes, tmp_path):
+@pytest.mark.parametrize("uri", [False, True])  # local paths: the actors read them; URIs: read_binary_files
+def test_ray_data_scores_equal_local_scores(local_ray, eyes, tmp_path, uri):
     paths = _images(tmp_path, eyes)
     clf = _exported(tmp_path)
     local_warn, ray_warn = [], []
     local = list(clf.score_files(paths, warn=local_warn.append, chunk=7))
-    remote = list(clf.score_files(paths, warn=ray_warn.append, chunk=7, ray=local_ray))
+    asked = [f"file://{p}" for p in paths] if uri else paths
+    remote = list(clf.score_files(asked, warn=ray_warn.append, chunk=7, ray=local_ray))
     kept_l, kept_r = [p for c, _ in local for p in c], [p for c, _ in remote for p in c]
-    assert kept_r == kept_l and len(kept_l) == len(paths) - 2  # same order: the order asked for
+    assert [str(p).removeprefix("file://") for p in kept_r] == [str(p) for p in kept_l]  # the order asked for
+    assert len(kept_l) == len(paths) - 2
     diff = np.abs(np.concatenate([p for _, p in remote]) - np.concatenate([p for _, p in local]))
     assert diff.max() <= 1e-6
-    assert sorted(w.split(":")[0] for w in ray_warn) == sorted(w.split(":")[0] for w in local_warn)
+    assert sorted(w.removeprefix("file://").split(":")[0] for w in ray_warn) == sorted(w.split(":")[0] for w in local_warn)
     assert all("zz_" in w and "cannot read image" in w for w in ray_warn) and len(ray_warn) == 2
 
 
