@@ -46,7 +46,9 @@ class CyclingBatches(Sampler):
         return self.steps
 
     def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed)  # on the CPU: it only orders rows
+        # on the CPU (it only orders rows), and its own stream: a generator seeded like the augmentations'
+        # would draw the same numbers as they do
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919)
         perm, at = torch.randperm(self.n, generator=g, device="cpu"), 0
         for _ in range(self.steps):
             rows = []

@@ -115,6 +115,14 @@ def test_cycling_batches_see_every_image_once_per_pass_and_are_seeded():
     assert batches != list(CyclingBatches(10, 4, 5, seed=4))
 
 
+def test_cycling_batches_do_not_share_the_augmentations_random_stream():
+    """The training loops seed their augmentation generator and the batch order with the same seed;
+    the order must come from its own stream, not replay the augmentations' numbers."""
+    first = list(CyclingBatches(50, 50, 1, seed=0))[0]
+    same_stream = torch.randperm(50, generator=torch.Generator().manual_seed(0)).tolist()
+    assert sorted(first) == list(range(50)) and first != same_stream
+
+
 def test_loader_reads_rows_in_order_from_a_memmap(tmp_path):
     x, _ = tiny_set(37)
     mm = np.memmap(tmp_path / "x.u8", dtype=np.uint8, mode="w+", shape=x.shape)
