@@ -110,7 +110,7 @@ class Scorer:
         good, arrays, bad = [], [], []
         for i, path in enumerate(batch["path"]):
             try:
-                data = bytes(batch["bytes"][i]) if "bytes" in batch else _read(str(path))
+                data = bytes(batch["bytes"][i]) if "bytes" in batch else Path(str(path)).read_bytes()
                 arrays.append(self.decode(str(path), data))
                 good.append(str(path))
             except (OSError, ValueError) as exc:
@@ -150,11 +150,6 @@ def _where(path) -> str:
     if text.startswith("file://"):
         return text[len("file://") :]  # what read_binary_files names a local file
     return text if "://" in text else os.path.abspath(text)
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _files(ray, paths: list[str], rc: RayConfig):
