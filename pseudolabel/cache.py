@@ -57,11 +57,55 @@ def _open(base: Path, hw: tuple[int, int], channels: int) -> tuple[np.ndarray, d
     return np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, channels, *hw)), meta
 
 
-def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], channels: int, cache: Path | None,
-                  decode, progress: bool = True, desc: str = "decoding images") -> tuple[np.ndarray, dict]:
-    """Decode ``files`` ((name, path) pairs) with ``decode(name, bytes) -> (C, H, W) uint8`` or reuse the cache.
+PARALLEL_MIN = 1024  # fewer files than this decode in this process: starting workers would cost more
+CHUNK = 256  # files per task sent to a decoding worker
 
-    ``decode`` may raise OSError/ValueError for a bad file, or return None to skip it (a duplicate).
+
+def decode_workers(n_files: int) -> int:
+    """How many processes decode ``n_files`` files: one per CPU core this process may use (at most
+    8), or 1 (this process) for a small set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if n_files < PARALLEL_MIN else max(1, min(8, cores))
+
+
+def _read_one(decode, name: str, path, dedupe: bool) -> tuple:
+    """(array | None, sha1 of the bytes or None, error text or None) for one file."""
+    try:
+        data = Path(path).read_bytes()
+        digest = hashlib.sha1(data).hexdigest() if dedupe else None  # per file as it is read: no copy of the pool
+        return decode(name, data), digest, None
+    except (OSError, ValueError) as exc:
+        return None, None, f"{exc.__class__.__name__}: {exc}"
+
+
+def _read_chunk(args: tuple) -> list[tuple]:
+    decode, chunk, dedupe = args
+    return [_read_one(decode, name, path, dedupe) for name, path in chunk]
+
+
+def _decoded(files: list, decode, dedupe: bool, workers: int):
+    """(array | None, digest, error) per file, in ``files``' order; ``workers`` > 1 decodes in that
+    many processes (forked where the system allows, so nothing is imported again)."""
+    if workers <= 1:
+        for name, path in files:
+            yield _read_one(decode, name, path, dedupe)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    tasks = ((decode, files[i : i + CHUNK], dedupe) for i in range(0, len(files), CHUNK))
+    with ctx.Pool(workers) as pool:
+        for results in pool.imap(_read_chunk, tasks):
+            yield from results
+
+
+def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], channels: int, cache: Path | None,
+                  decode=None, progress: bool = True, desc: str = "decoding images", *, dedupe: bool = False,
+                  workers: int | None = None) -> tuple[np.ndarray, dict]:
+    """Decode ``files`` ((name, path) pairs) with ``decode(name, bytes) -> (C, H, W) uint8`` (default:
+    :class:`Decoder`) or reuse the cache. ``decode`` may raise OSError/ValueError for a bad file; with
+    ``dedupe`` a file with the same bytes as an earlier one is skipped as "Duplicate: same bytes as
+    <name>". ``workers`` processes decode (default :func:`decode_workers`); ``decode`` must then pickle.
     Returns ((N, C, H, W) uint8 images: a read-only memmap when cached, else an array;
     {"names": the N kept names, "skipped": [(name, reason), ...], "reused": bool})."""
     base = cache / files_key(files, hw, channels) if cache is not None else None
@@ -70,21 +114,25 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
         if hit is not None:
             images, meta = hit
             return images, {**meta, "reused": True}
-    names, skipped, arrays = [], [], []
+    decode = decode or Decoder(hw, channels)
+    workers = decode_workers(len(files)) if workers is None else workers
+    names, skipped, arrays, digests = [], [], [], {}
     tmp = None
     if base is not None:
         base.parent.mkdir(parents=True, exist_ok=True)
         tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp")
     out = open(tmp, "wb") if tmp is not None else None  # noqa: SIM115 -- moved into place once complete
     try:
-        for name, path in progress_bar(progress, files, desc=desc, unit="img"):
-            try:
-                arr = decode(name, Path(path).read_bytes())
-            except (OSError, ValueError) as exc:
-                skipped.append((name, f"{exc.__class__.__name__}: {exc}"))
+        results = _decoded(files, decode, dedupe, workers)
+        for (name, _), (arr, digest, error) in progress_bar(progress, zip(files, results), desc=desc, unit="img",
+                                                            total=len(files)):  # fmt: skip
+            if error is None and digest in digests:
+                error = f"Duplicate: same bytes as {digests[digest]}"
+            if error is not None:
+                skipped.append((name, error))
                 continue
-            if arr is None:
-                continue
+            if digest is not None:
+                digests[digest] = name
             names.append(name)
             if out is not None:
                 out.write(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
@@ -107,16 +155,26 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
     return _open(base, hw, channels)[0], {**meta, "reused": False}
 
 
-def decoder(hw: tuple[int, int], channels: int):
-    """(name, bytes) -> (C, H, W) uint8, as :func:`data.load_image` decodes a file."""
-    from PIL import Image
+class Decoder:
+    """(name, bytes) -> (C, H, W) uint8, as :func:`data.load_image` decodes a file; a plain object,
+    so that decoding worker processes can be sent it."""
 
-    from .data import load_image
+    def __init__(self, hw: tuple[int, int], channels: int):
+        self.hw, self.channels = tuple(hw), channels
 
-    def decode(name: str, data: bytes) -> np.ndarray:
+    def __call__(self, name: str, data: bytes) -> np.ndarray:
+        from PIL import Image
+
+        from .data import load_image
+
         try:
-            return load_image(io.BytesIO(data), hw, channels)
+            return load_image(io.BytesIO(data), self.hw, self.channels)
         except Image.DecompressionBombError as exc:
             raise ValueError(str(exc)) from None
+        except Image.UnidentifiedImageError:  # its message would name the in-memory buffer, not the file
+            raise Image.UnidentifiedImageError("not an image format PIL can read") from None
 
-    return decode
+
+def decoder(hw: tuple[int, int], channels: int) -> Decoder:
+    """(name, bytes) -> (C, H, W) uint8, as :func:`data.load_image` decodes a file."""
+    return Decoder(hw, channels)

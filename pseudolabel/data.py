@@ -7,7 +7,6 @@ run goes on wherever that is safe.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import sys
@@ -83,27 +82,25 @@ def load_image(path: Path | BinaryIO, size: int | tuple[int, int], channels: int
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     with Image.open(path) as im:
         im.draft("L" if channels == 1 else "RGB", (w, h))  # cheap JPEG downscale for huge files
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy when there is nothing to turn
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float64)  # 16-bit: the full range maps to 0..255, as 8-bit would
             scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
             im = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8))
-        im = im.convert("L" if channels == 1 else "RGB")
+        mode = "L" if channels == 1 else "RGB"
+        if im.mode != mode:
+            im = im.convert(mode)
         if im.size != (w, h):
             im = im.resize((w, h), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-class Duplicate(ValueError):
-    """An image with the same bytes as an earlier one: scored once, as that one."""
-
-
 def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, problems: Problems, progress: bool = True,
               cache: Path | None = None) -> Pool:
     """Decode every image below ``root`` (unreadable files are reported and skipped), or reuse the
     uint8 memmap that ``cache`` holds for the same files (see :mod:`pseudolabel.cache`)."""
-    from .cache import decode_cached, decoder
+    from .cache import decode_cached
     from .config import image_hw
 
     root = Path(root)
@@ -113,19 +110,9 @@ def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, prob
     if others:
         problems.add(f"{root}: skipped {others} non-image file(s)")
     hw = image_hw(size)
-    decode, digests = decoder(hw, channels), {}
-
-    def decode_once(name: str, data: bytes) -> np.ndarray:
-        digest = hashlib.sha1(data).hexdigest()  # hashed per file as it is read: no copy of the pool
-        if digest in digests:
-            raise Duplicate(f"same bytes as {digests[digest]}")
-        arr = decode(name, data)
-        digests[digest] = name
-        return arr
-
     top = os.fspath(root)
     files = [(n, os.path.join(top, n)) for n in names]  # strings: a Path per image would cost far more memory
-    images, meta = decode_cached(files, hw, channels, cache, decode_once, progress, "loading images")
+    images, meta = decode_cached(files, hw, channels, cache, None, progress, "loading images", dedupe=True)
     for name, reason in meta["skipped"]:
         if reason.startswith("Duplicate: "):
             first = reason.removeprefix("Duplicate: same bytes as ")

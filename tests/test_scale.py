@@ -196,6 +196,27 @@ def test_pool_cache_keeps_the_problems_it_met(small_pool, tmp_path):
     assert any("same bytes as 000001.jpg" in m for m in lines[0])
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_decoding_in_worker_processes_equals_decoding_here(small_pool, tmp_path, monkeypatch, cached):
+    import pseudolabel.cache as cache_mod
+
+    (small_pool / "000050.jpg").write_bytes(b"not an image")
+    shutil.copy2(small_pool / "000002.jpg", small_pool / "zz_copy.jpg")
+    names, _ = list_images(small_pool)
+    files = [(n, os.fspath(small_pool / n)) for n in names]
+    monkeypatch.setattr(cache_mod, "CHUNK", 16)  # many tasks, so that their order matters
+    out = []
+    for workers in (1, 2):
+        where = tmp_path / f"cache{workers}" if cached else None
+        out.append(decode_cached(files, (24, 24), 1, where, None, False, dedupe=True, workers=workers))
+    (here, meta_here), (there, meta_there) = out
+    assert meta_here["names"] == meta_there["names"] and meta_here["skipped"] == meta_there["skipped"]
+    assert np.array_equal(np.asarray(here), np.asarray(there))
+    assert [n for n, _ in meta_there["skipped"]] == ["000050.jpg", "zz_copy.jpg"]
+    assert meta_there["skipped"][1][1] == "Duplicate: same bytes as 000002.jpg"
+    assert np.array_equal(np.asarray(there[10]), load_image(small_pool / meta_there["names"][10], 24, 1))
+
+
 def test_a_killed_cache_build_leaves_nothing_behind(small_pool, tmp_path):
     names, _ = list_images(small_pool)
     files = [(n, small_pool / n) for n in names[:20]]
