@@ -11,7 +11,7 @@ import numpy as np
 
 from . import device as devices
 from .cache import cache_dir
-from .config import BACKBONE_HELP, MONITORS, TTA_MODES, Config, load_config, with_overrides
+from .config import BACKBONE_HELP, MONITORS, PRETRAINS, TTA_MODES, Config, load_config, with_overrides
 from .predict import BACKENDS
 
 DEFAULT_PIPELINE = "pipelines/eyes.yaml"
@@ -151,7 +151,10 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--epochs", type=int, help="FixMatch epochs over the unlabeled set")
     p.add_argument("--members", type=int, help="networks trained apart and averaged (each adds a full training)")
-    p.add_argument("--pretrain-epochs", type=int, dest="pretrain_epochs", help="SimCLR epochs on the pool first (0: none)")
+    p.add_argument("--pretrain", choices=PRETRAINS, help="self-supervised pretraining on the pool first (default simclr)")
+    p.add_argument("--pretrain-epochs", type=int, dest="pretrain_epochs", help="pretraining epochs on the pool (0: none)")
+    p.add_argument("--probe", action="store_true", default=None, help="the final model is the frozen pretrained "
+                   "encoder plus one linear layer trained on the labeled set (no warm-up, no FixMatch)")
     p.add_argument("--threshold", choices=["fixed", "dynamic"], help="fixed tau or FlexMatch class-wise thresholds")
     p.add_argument("--monitor", choices=MONITORS, help="the kept epoch: the last (default, no "
                    "early stop), the top validation accuracy or the lowest validation loss (early stop after patience)")
@@ -174,7 +177,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             raise ValueError(f"not a run folder (no {need}): {run}")
     over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
                                                        "monitor", "vote_weight", "unlabeled", "threshold_user",
-                                                       "tta")}  # fmt: skip
+                                                       "tta", "pretrain", "probe")}  # fmt: skip
     cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over,
                          **engine_overrides(args, "ray.train_workers"))  # fmt: skip
     devices.use(cfg.device)

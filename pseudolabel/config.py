@@ -46,11 +46,20 @@ class RetrainConfig:
     input_size: int = 32  # timm and yolov8-cls backbones see images resized to at least this many pixels
     width: int = 16  # tinycnn: channels of its first stage (the next two have 2x and 4x)
     members: int = 2  # networks trained apart (own seed, own pretraining) and averaged into one exported model
-    pretrain_epochs: int = 60  # SimCLR epochs before any label is seen (0 = none)
+    pretrain: str = "simclr"  # self-supervised pretraining on the pool before any label: "simclr", "vae" or "none"
+    pretrain_epochs: int = 60  # pretraining epochs (SimCLR or VAE) before any label is seen (0 = none)
     pretrain_epoch_steps: int = 15  # SimCLR optimiser steps per epoch, batches drawn at random from the unlabeled set
     pretrain_temperature: float = 0.2  # SimCLR softmax temperature
     pretrain_batch_size: int = 256  # SimCLR images per step (each gives two views)
-    pretrain_lr: float = 2e-3  # SimCLR peak learning rate (AdamW, one-cycle)
+    pretrain_lr: float = 2e-3  # SimCLR or VAE peak learning rate (AdamW, one-cycle)
+    vae_latent: int = 16  # VAE: latent dimensions, put between the embedding and the last linear layer
+    vae_beta: float = 1.0  # VAE: weight of the KL term against the reconstruction (1 = the plain VAE)
+    probe: bool = False  # the final model is the frozen pretrained encoder plus one linear layer (no FixMatch)
+    probe_steps: int = 500  # linear probe: full-batch AdamW steps on the labeled images' embeddings
+    probe_lr: float = 0.01  # linear probe: AdamW learning rate
+    probe_weight_decay: float = 1e-3  # linear probe: AdamW weight decay
+    study: bool = True  # after retrain: the pool's embeddings in 2-D and a k-means purity (report section)
+    study_max: int = 20000  # the latent study embeds at most this many images, drawn at random
     warmup_epochs: int = 8  # supervised passes over the labeled set first (AdamW); FixMatch starts from there
     warmup_batch_size: int = 64  # labeled images per warm-up step
     warmup_lr: float = 2e-3  # warm-up peak learning rate
@@ -76,6 +85,7 @@ class RetrainConfig:
 
 
 MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
+PRETRAINS = ("simclr", "vae", "none")  # what retrain.pretrain accepts
 TTA_MODES = ("none", "flip", "flip+shift")  # what retrain.tta accepts (see augment.tta_views)
 WEAK_SHIFTS = ("bilinear", "crop")  # the weak view's shift: sub-pixel resampling or whole-pixel pad-and-crop
 BACKBONE_HELP = "'tinycnn', 'yolov8-cls', 'resnet50' or any timm model name"  # what a backbone key accepts
@@ -282,7 +292,7 @@ def _validate_normalize(cfg: Config) -> None:
 def _validate_retrain(r: RetrainConfig) -> None:
     for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", MONITORS),
                          ("unlabeled", ("pool", "unclear")), ("tta", TTA_MODES),
-                         ("weak_shift", WEAK_SHIFTS)):  # fmt: skip
+                         ("weak_shift", WEAK_SHIFTS), ("pretrain", PRETRAINS)):  # fmt: skip
         if getattr(r, key) not in allowed:
             raise ValueError(f"retrain {key} must be one of {allowed}, got {getattr(r, key)!r}")
     if not (0.0 <= r.vote_weight <= 1.0 and 0.0 <= r.review_val_share <= 1.0 and 0.0 < r.tau <= 1.0):
@@ -295,6 +305,9 @@ def _validate_retrain(r: RetrainConfig) -> None:
     if r.pretrain_epochs < 0 or r.pretrain_temperature <= 0:
         raise ValueError(f"retrain: pretrain_epochs >= 0 and pretrain_temperature > 0, got "
                          f"{r.pretrain_epochs!r} and {r.pretrain_temperature!r}")  # fmt: skip
+    if r.vae_latent < 1 or r.vae_beta < 0 or r.probe_steps < 1 or r.probe_lr <= 0 or r.study_max < 10:
+        raise ValueError(f"retrain: vae_latent >= 1, vae_beta >= 0, probe_steps >= 1, probe_lr > 0 and study_max >= 10; "
+                         f"got {r.vae_latent!r}, {r.vae_beta!r}, {r.probe_steps!r}, {r.probe_lr!r}, {r.study_max!r}")
 
 
 def _type_error(value: Any, default: Any, annotation: str) -> str | None:

@@ -135,28 +135,35 @@ def cache_key(x_pool: np.ndarray, settings: dict) -> str:
     for i in range(0, len(x_pool), 4096):  # streamed: no copy of the pool
         h.update(memoryview(np.ascontiguousarray(x_pool[i : i + 4096])))
     h.update(json.dumps(settings, sort_keys=True).encode())
-    for source in (Path(__file__), Path(augment.__file__)):
+    for source in (Path(__file__), Path(augment.__file__), Path(__file__).with_name("vae.py")):
         h.update(source.read_bytes())
     h.update(torch.__version__.encode())
     return h.hexdigest()[:24]
 
 
 def pretrain_cached(module: nn.Module, x_pool: np.ndarray, *, cache: Path | None, settings: dict,
-                    **kwargs) -> tuple[list[dict], bool]:
-    """:func:`pretrain_simclr` (``kwargs`` go to it), unless ``cache`` already holds the weights the
-    same call made before: then those are loaded. ``module`` must be freshly built from
-    ``settings``. Returns (SimCLR history, [] when loaded; whether the weights came from the cache)."""
+                    method: str = "simclr", **kwargs) -> tuple[list[dict], bool]:
+    """:func:`pretrain_simclr` (or, with ``method="vae"``, :func:`vae.pretrain_vae`; ``kwargs`` go to
+    it), unless ``cache`` already holds the weights the same call made before: then those are
+    loaded. ``module`` must be freshly built from ``settings``. Returns (the pretraining's history,
+    [] when loaded; whether the weights came from the cache)."""
+    from .vae import pretrain_vae
+
+    methods = {"simclr": pretrain_simclr, "vae": pretrain_vae}
+    if method not in methods:
+        raise ValueError(f"pretraining method must be one of {tuple(methods)}, got {method!r}")
+    train = methods[method]
     if cache is None:
-        return pretrain_simclr(module, x_pool, **kwargs), False
+        return train(module, x_pool, **kwargs), False
     run_args = {k: v for k, v in kwargs.items() if k != "progress"}
-    path = Path(cache) / f"simclr-{cache_key(x_pool, {**settings, **run_args})}.pt"
+    path = Path(cache) / f"{method}-{cache_key(x_pool, {**settings, **run_args})}.pt"
     if path.is_file():
         try:
             module.load_state_dict(torch.load(path, weights_only=True))
             return [], True
         except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file: train again and replace it
-            print(f"{path}: cannot load cached SimCLR weights ({exc}); pretraining again", file=sys.stderr)
-    history = pretrain_simclr(module, x_pool, **kwargs)
+            print(f"{path}: cannot load cached {method} weights ({exc}); pretraining again", file=sys.stderr)
+    history = train(module, x_pool, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(module.state_dict(), tmp)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .runstate import UNCLEAR, write_atomic
+from .study import latent_section
 
 RUN_SUMMARY = "run_summary.json"  # what `run` found, for the report
 
@@ -292,8 +293,9 @@ def _final_section(m: dict) -> list[str]:
                          f"placed by machines {c['vote']}) and {c['unlabeled']} unlabeled"],
         ["network", f"{name}, {m['parameters'] / 1e6:.2f} M parameters, test-time views: {m['tta']}"],
         ["validation", f"{m['n']} images: {figures}"],
-        ["seconds", f"{m['seconds']:.0f} (SimCLR {m['pretrain_seconds']:.0f}" + (f", {cached} of {n} from the cache"
-                    if cached else "") + f"; warm-up and FixMatch {m['train_seconds']:.0f})"],
+        ["seconds", f"{m['seconds']:.0f} ({PRETRAIN_NAMES[m.get('pretrain', 'simclr')]} {m['pretrain_seconds']:.0f}"
+                    + (f", {cached} of {n} from the cache" if cached else "")
+                    + f"; {'linear probe' if m.get('probe') else 'warm-up and FixMatch'} {m['train_seconds']:.0f})"],
     ]  # fmt: skip
     return [
         FINAL_TITLE,
@@ -301,7 +303,11 @@ def _final_section(m: dict) -> list[str]:
         f"on the {c['seed-val']} seed labels held out plus half of the reviewed images ({m['n']} in all), so read "
         "those figures with care until you have reviewed more. `pseudolabel resort` lets this model shrink `unclear/`.",
         _table(["final model", ""], rows),
-        "![training curves](final/curves.png) ![validation scores](final/hist.png) ![confusion](final/confusion.png)"]
+        "![training curves](final/curves.png) ![validation scores](final/hist.png) ![confusion](final/confusion.png)",
+        *latent_section(m.get("latent"))]
+
+
+PRETRAIN_NAMES = {"simclr": "SimCLR", "vae": "VAE", "none": "no pretraining"}  # how metrics' "pretrain" reads
 
 
 def _audit_section(a: dict | None, names: dict[str, str]) -> list[str]:
@@ -390,9 +396,10 @@ def _curves(histories: list[list[dict]], path: Path) -> None:
         ep, tag = [h["epoch"] for h in history], f" (member {k + 1})" if len(histories) > 1 else ""
         ax.plot(ep, [h["train_loss"] for h in history], c="C0", alpha=1 / (k + 1), label="train loss" + tag)
         ax.plot(ep, [h["val_loss"] for h in history], c="C1", alpha=1 / (k + 1), label="validation loss" + tag)
-        ax.plot(ep, [h["mask_rate"] for h in history], c="C2", alpha=1 / (k + 1), ls="--",
-                label="mask rate (unlabeled above τ)" + tag)  # fmt: skip
-    ax.set(xlabel="epoch", title="FixMatch training")
+        if "mask_rate" in history[0]:  # a linear probe has none
+            ax.plot(ep, [h["mask_rate"] for h in history], c="C2", alpha=1 / (k + 1), ls="--",
+                    label="mask rate (unlabeled above τ)" + tag)  # fmt: skip
+    ax.set(xlabel="epoch", title="FixMatch training" if "mask_rate" in histories[0][0] else "linear probe")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

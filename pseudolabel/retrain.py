@@ -30,7 +30,9 @@ from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
 from .metrics import classification_metrics, model_metrics
 from .models import TTA, Ensemble, create_backbone, fit_module, norm_stats
 from .pretrain import pretrain_cached
+from .probe import fit_probe
 from .review import ReviewState, journal_path_for
+from .vae import attach_latent
 
 CACHE = "cache"  # run sub-folder keeping SimCLR weights for the next retrain of the same pool
 
@@ -46,6 +48,9 @@ class MergedSet:
     x_val: np.ndarray
     y_val: np.ndarray
     counts: dict
+    images: np.ndarray | None = None  # (M, C, H, W) uint8: every run image read, in ``folders``' order
+    folders: list | None = None  # (M,) folder of each image now (a class folder or "unclear")
+    seed_labels: np.ndarray | None = None  # (M,) class of each seed-labeled image, -1 for the others
 
 
 def _held_out(image: str, share: float) -> bool:
@@ -105,6 +110,9 @@ def gather(cfg: Config, run_dir: Path, journal: Path, problems: Problems, progre
         w_lb=np.array([w for _, _, w in lb], dtype=np.float32),
         x_ulb=images if len(ulb) == len(images) else images[np.array(ulb, dtype=np.int64)],
         x_val=images[np.array([r for r, _ in val])], y_val=np.array([y for _, y in val]), counts=counts,
+        images=images, folders=[sources[n][0] for n in meta["names"]],
+        seed_labels=np.array([state.info.decision_of(sources[n][0]) if sources[n][1] in (runstate.SEED_TRAIN,
+                              runstate.SEED_VAL) else -1 for n in meta["names"]]),
     )  # fmt: skip
 
 
@@ -164,9 +172,22 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
                                                                               "lr": rc.pretrain_lr}  # fmt: skip
     if rc.pretrain_epoch_steps != 15:  # keys of earlier runs stay valid
         extra["epoch_steps"] = rc.pretrain_epoch_steps
-    pre, cached = pretrain_cached(module, data.x_ulb, cache=cache, settings=network, epochs=rc.pretrain_epochs,
-                                  temperature=rc.pretrain_temperature, seed=seed, progress=progress,
-                                  **extra) if rc.pretrain_epochs else ([], False)  # fmt: skip
+    method = rc.pretrain if rc.pretrain_epochs else "none"
+    if method == "vae":
+        attach_latent(module, rc.vae_latent)
+        network.update(latent=rc.vae_latent)
+        extra = {"beta": rc.vae_beta, "batch_size": rc.pretrain_batch_size, "lr": rc.pretrain_lr,
+                 "epoch_steps": rc.pretrain_epoch_steps}  # fmt: skip
+    elif method == "simclr":
+        extra["temperature"] = rc.pretrain_temperature
+    pre, cached = ([], False) if method == "none" else pretrain_cached(
+        module, data.x_ulb, cache=cache, settings=network, method=method, epochs=rc.pretrain_epochs, seed=seed,
+        progress=progress, **extra)
+    if rc.probe:  # the frozen encoder plus one linear layer: seed 000's stage II
+        fit = fit_probe(module, data.x_lb, data.y_lb, data.x_val, data.y_val, num_classes=cfg.num_classes,
+                        epochs=rc.probe_steps, lr=rc.probe_lr, weight_decay=rc.probe_weight_decay, seed=seed,
+                        w_lb=data.w_lb, progress=progress)  # fmt: skip
+        return module, fit, pre, cached
     warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=rc.warmup_batch_size, lr=rc.warmup_lr,
                            patience=rc.warmup_epochs)
     if rc.warmup_epochs:
@@ -204,6 +225,27 @@ def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True
                         "pretrain_loss": [round(h["loss"], 4) for h in pre]})  # fmt: skip
     log.close()
     return with_tta(modules[0] if len(modules) == 1 else Ensemble(modules), cfg.retrain.tta), members, histories
+
+
+def first_member(module: torch.nn.Module) -> torch.nn.Module:
+    """The first trained network inside the final model (unwrapping :class:`TTA` and :class:`Ensemble`)."""
+    if isinstance(module, TTA):
+        module = module.module
+    return module.members[0] if isinstance(module, Ensemble) else module
+
+
+def study_latent(cfg: Config, module: torch.nn.Module, data: MergedSet, out: Path) -> dict:
+    """The latent study (:mod:`pseudolabel.study`) on at most ``retrain.study_max`` of the run's
+    images, drawn at random, in the first member's embedding; writes ``out/latent.*``."""
+    from .probe import embed
+    from .study import write_latent
+
+    n = len(data.images)
+    rows = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, cfg.retrain.study_max), replace=False))
+    emb = embed(first_member(module), np.asarray(data.images[rows])).numpy()
+    method = cfg.retrain.pretrain if cfg.retrain.pretrain_epochs else "none"
+    return write_latent(out, emb, [data.folders[i] for i in rows], data.seed_labels[rows], list(cfg.classes),
+                        list(cfg.folders), method, cfg.seed)
 
 
 def with_tta(module: torch.nn.Module, mode: str) -> torch.nn.Module:
@@ -255,10 +297,13 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE)
         probs = predict_probs(module, data.x_val).numpy().astype(np.float64)
         metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
-        metrics.update(backbone=rc.backbone, tta=rc.tta, parameters=sum(p.numel() for p in module.parameters()),
+        metrics.update(backbone=rc.backbone, tta=rc.tta, pretrain=rc.pretrain if rc.pretrain_epochs else "none",
+                       probe=rc.probe, parameters=sum(p.numel() for p in module.parameters()),
                        train_seconds=round(sum(m["train_seconds"] for m in members), 1),
                        pretrain_seconds=round(sum(m["pretrain_seconds"] for m in members), 1), members=members,
                        counts=data.counts, problems=problems.lines)  # fmt: skip
+        if rc.study:
+            metrics["latent"] = study_latent(cfg, module, data, partial)
         export_model(module, cfg, partial)
         report.final_plots(data.y_val, probs, list(cfg.classes), metrics["confusion"], histories, partial)
         dump_config(cfg, partial / "config.yaml")
