@@ -150,6 +150,8 @@ class Config:
     n_train: int = 80  # seed labels used to train; the rest validate (stratified split)
     seed: int = 0  # random seed for the split, the augmentations and the models
     device: str = "auto"  # where models train and score: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
+    eda: bool = True  # run's report compares labeled and unlabeled images (histograms, distances, farthest images)
+    eda_max: int = 20000  # the EDA embeds at most this many unlabeled images, drawn at random
     pool_cache: str = "~/.cache/pseudolabel/pools"  # decoded pools, kept as uint8 memmaps and reused; "" = off
     engine: str = "local"  # who scores the pool and trains the final model: "local" (this process) or "ray"
     threshold: float | tuple[float, ...] = 0.8  # decided as class c when both models' top class is c and each
@@ -244,6 +246,8 @@ def _validate(cfg: Config) -> None:
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     _validate_retrain(cfg.retrain)
     check_engine(cfg.engine, cfg.ray)
+    if cfg.eda_max < 1:
+        raise ValueError(f"eda_max must be a whole number >= 1, got {cfg.eda_max!r}")
     rs = cfg.resort
     acc = accept_per_class(rs, len(cfg.classes))
     if len(acc) != len(cfg.classes) or not all(0.0 < a <= 1.0 for a in acc):

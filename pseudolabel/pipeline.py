@@ -233,6 +233,10 @@ def _run_locked(cfg: Config, out: Path, overwrite: bool, progress: bool) -> RunR
 def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: Problems, progress: bool,
                seconds: dict[str, float]) -> RunResult:
     models, scores, n_student = train_seed_models(cfg, pool, seeds, progress, seconds)
+    if cfg.eda:
+        t = time.perf_counter()
+        run_eda(cfg, partial, pool, seeds, models[0])
+        seconds["EDA"] = time.perf_counter() - t
     votes = vote(*scores.values(), threshold=cfg.threshold)
     t = time.perf_counter()
     decision = final_decisions(pool, seeds, votes)
@@ -246,6 +250,22 @@ def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: P
     report.curves_plot({m.name: m.history for m in models}, partial / "curves.png")
     seconds["write"] = time.perf_counter() - t
     return result
+
+
+def run_eda(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, model: SeedModel) -> dict:
+    """The seed-labeled images against (at most ``eda_max`` of) the others, in ``model``'s embedding:
+    :func:`study.write_eda` into ``run_dir``."""
+    from .probe import embed
+    from .study import write_eda
+
+    idx = pool.index()
+    lb = np.array(sorted(idx[n] for n in seeds.labels), dtype=np.int64)
+    ulb = np.setdiff1d(np.arange(len(pool.names)), lb)
+    if len(ulb) > cfg.eda_max:
+        ulb = np.sort(np.random.default_rng(cfg.seed).choice(ulb, cfg.eda_max, replace=False))
+    x_lb, x_ulb = np.asarray(pool.images[lb]), np.asarray(pool.images[ulb])
+    emb_lb, emb_ulb = embed(model.module, x_lb).numpy(), embed(model.module, x_ulb).numpy()
+    return write_eda(run_dir, x_lb, x_ulb, emb_lb, emb_ulb, [pool.names[i] for i in ulb], model.name)
 
 
 def vote_rule(cfg: Config) -> str:

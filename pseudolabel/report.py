@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .runstate import UNCLEAR, write_atomic
-from .study import latent_section
+from .study import eda_section, latent_section
 
 RUN_SUMMARY = "run_summary.json"  # what `run` found, for the report
 
@@ -248,6 +248,7 @@ def render(run_dir: Path) -> Path:
         ISSUES_TITLE, _issues_section(s.get("issues", {}), s.get("label_folds", 4)),
         "## What review buys", s.get("review_curve", ""),
         "## Samples", *[f"### {folder_title(k, names.get(k))}\n![{k}](samples_{k}.png)" for k in counts],
+        *eda_section(_read(run_dir / "eda.json")),
         *_seed_section(s),
         "## Stage timings", _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in s["seconds"].items()]),
         "## Input problems", "\n".join(f"- {p}" for p in s.get("problems", [])) or "None.",

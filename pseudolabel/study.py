@@ -50,16 +50,20 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x)
 
 
-def nearest_distance(queries: np.ndarray, refs: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """(M, D), (R, D) -> (M,) Euclidean distance from each query to its nearest reference row, chunked."""
+def nearest_distance(queries: np.ndarray, refs: np.ndarray, chunk: int = 2048, exclude_self: bool = False
+                     ) -> np.ndarray:
+    """(M, D), (R, D) -> (M,) Euclidean distance from each query to its nearest reference row, chunked.
+    ``exclude_self``: queries are the references themselves, and row i may not match itself."""
     q, r = np.asarray(queries, np.float32), np.asarray(refs, np.float32)
-    if not len(r):
-        raise ValueError("no reference rows to measure distances to")
+    if len(r) < 1 + exclude_self:
+        raise ValueError(f"need at least {1 + exclude_self} reference rows to measure distances to, got {len(r)}")
     r2 = (r * r).sum(1)
     out = np.empty(len(q), np.float32)
     for i in range(0, len(q), chunk):
         b = q[i : i + chunk]
         d2 = (b * b).sum(1)[:, None] - 2 * b @ r.T + r2[None]
+        if exclude_self:
+            d2[np.arange(len(b)), np.arange(i, i + len(b))] = np.inf
         out[i : i + chunk] = np.sqrt(np.maximum(d2.min(1), 0))
     return out
 
@@ -137,3 +141,89 @@ def latent_section(info: dict | None) -> list[str]:
         f"**{info['purity_seed']:.3f}** against the {info['n_seed']} seed labels and {info['purity_folders']:.3f} "
         f"against the {info['n_folders']} images in class folders (1.0: every cluster holds one class only).",
         "![latent space](final/latent.png)"]
+
+
+def eda(x_lb: np.ndarray, x_ulb: np.ndarray, emb_lb: np.ndarray, emb_ulb: np.ndarray) -> dict:
+    """Labeled against unlabeled: (N, C, H, W) uint8 images and their (N, D) embeddings. Returns
+    {"hist_lb", "hist_ulb": (C, bins) pixel shares; "d_ulb": (M,) distance of each unlabeled image to
+    its nearest labeled one; "d_lb": (N,) each labeled image's to its nearest other labeled one}."""
+    d_lb = nearest_distance(emb_lb, emb_lb, exclude_self=True) if len(emb_lb) > 1 else np.full(len(emb_lb), np.nan)
+    return {"hist_lb": channel_histograms(x_lb), "hist_ulb": channel_histograms(x_ulb),
+            "d_ulb": nearest_distance(emb_ulb, emb_lb), "d_lb": d_lb}  # fmt: skip
+
+
+def eda_plots(res: dict, x_ood: np.ndarray, ood_titles: list[str], model: str, run_dir: Path) -> None:
+    """eda_hist.png (intensity per channel), eda_nn.png (nearest-labeled distances), eda_ood.png (a grid)."""
+    from .report import _plt, sample_grid
+
+    plt = _plt()
+    c = res["hist_lb"].shape[0]
+    fig, axes = plt.subplots(1, c, figsize=(4.2 * c, 3.2), dpi=100, squeeze=False)
+    edges = np.linspace(0, 255, res["hist_lb"].shape[1] + 1)
+    names = ["grey"] if c == 1 else ["red", "green", "blue"][:c] if c == 3 else [f"channel {i}" for i in range(c)]
+    for ch, ax in enumerate(axes[0]):
+        ax.stairs(res["hist_lb"][ch], edges, label="labeled (seed)", lw=2)
+        ax.stairs(res["hist_ulb"][ch], edges, label="unlabeled", lw=2, ls="--")
+        ax.set(title=f"{names[ch]} intensity", xlabel="pixel value", ylabel="share of pixels")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir / "eda_hist.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), dpi=100)
+    top = float(np.nanmax(np.r_[res["d_ulb"], res["d_lb"]])) or 1.0
+    bins = np.linspace(0, top, 40)
+    ax.hist(res["d_ulb"], bins, density=True, alpha=0.6, label="unlabeled → nearest labeled")
+    ax.hist(res["d_lb"][np.isfinite(res["d_lb"])], bins, density=True, alpha=0.6, label="labeled → nearest other labeled")
+    ax.set(xlabel=f"distance in {model}'s embedding", ylabel="density", title="How far the pool lies from the seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir / "eda_nn.png")
+    plt.close(fig)
+    sample_grid(x_ood, ood_titles, run_dir / "eda_ood.png", cols=8)
+
+
+def write_eda(run_dir: Path, x_lb: np.ndarray, x_ulb: np.ndarray, emb_lb: np.ndarray, emb_ulb: np.ndarray,
+              names_ulb: list[str], model: str, n_ood: int = 24) -> dict:
+    """:func:`eda` and its pictures into ``run_dir``, and ``eda.json``; returns the JSON."""
+    res = eda(x_lb, x_ulb, emb_lb, emb_ulb)
+    far = np.argsort(-res["d_ulb"], kind="stable")[:n_ood]
+    eda_plots(res, np.asarray(x_ulb[far]), [f"{names_ulb[i][-14:]} {res['d_ulb'][i]:.1f}" for i in far], model,
+              run_dir)  # fmt: skip
+    q = lambda d: {f"p{p}": round(float(np.nanpercentile(d, p)), 3) for p in (50, 95)} if np.isfinite(d).any() else {}  # noqa: E731
+    info = {"model": model, "n_labeled": len(x_lb), "n_unlabeled": len(x_ulb),
+            "mean_labeled": [round(float(m), 2) for m in (res["hist_lb"] * _centres(res)).sum(1)],
+            "mean_unlabeled": [round(float(m), 2) for m in (res["hist_ulb"] * _centres(res)).sum(1)],
+            "d_unlabeled": q(res["d_ulb"]), "d_labeled": q(res["d_lb"]),
+            "share_beyond_labeled_p95": round(float((res["d_ulb"] > np.nanpercentile(res["d_lb"], 95)).mean()), 4)
+            if np.isfinite(res["d_lb"]).any() else None,
+            "ood": [names_ulb[i] for i in far]}  # fmt: skip
+    write_atomic(run_dir / "eda.json", json.dumps(info, indent=2))
+    return info
+
+
+def _centres(res: dict) -> np.ndarray:
+    bins = res["hist_lb"].shape[1]
+    return ((np.arange(bins) + 0.5) * 256 / bins)[None]
+
+
+def eda_section(info: dict | None) -> list[str]:
+    """The report section, from ``eda.json``."""
+    if not info:
+        return []
+    du, dl = info["d_unlabeled"], info["d_labeled"]
+    beyond = info.get("share_beyond_labeled_p95")
+    return [
+        "## Labeled and unlabeled images",
+        f"{info['n_labeled']} seed-labeled images against {info['n_unlabeled']} unlabeled ones. Mean pixel value "
+        f"per channel: {', '.join(map(str, info['mean_labeled']))} labeled, "
+        f"{', '.join(map(str, info['mean_unlabeled']))} unlabeled.",
+        "![intensity histograms](eda_hist.png)",
+        f"Distances in {info['model']}'s embedding (the input of its last layer): an unlabeled image lies a median "
+        f"{du.get('p50', float('nan')):.2f} from its nearest seed image (95th percentile {du.get('p95', float('nan')):.2f}); "
+        f"seed images lie a median {dl.get('p50', float('nan')):.2f} from each other."
+        + (f" {100 * beyond:.1f} % of the unlabeled images are farther from every seed than 95 % of the seeds are "
+           "from their nearest neighbour: the seeds do not cover them." if beyond is not None else ""),
+        "![nearest labeled distance](eda_nn.png)",
+        f"The {len(info['ood'])} unlabeled images farthest from every seed image (distance under each): label a "
+        "few of these if they are a kind the seeds miss.",
+        "![out of distribution](eda_ood.png)"]

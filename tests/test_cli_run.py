@@ -80,6 +80,11 @@ def test_run_folder_contents(finished_run):
     assert load_config(run / "config.yaml").yolo.fixmatch_epochs == 1
     report = (run / "report.md").read_text()
     assert "![scatter](scatter.png)" in report and "000115.jpg" in report
+    eda = json.loads((run / "eda.json").read_text())  # the seed model's view of labeled against unlabeled
+    assert (eda["n_labeled"], eda["n_unlabeled"], eda["model"]) == (97, 203, "yolov8-cls")
+    unlabeled = {r["image"] for r in rows if not r["source"].startswith("seed")}
+    assert len(eda["ood"]) == 24 and set(eda["ood"]) <= unlabeled
+    assert "## Labeled and unlabeled images" in report and "![out of distribution](eda_ood.png)" in report
 
 
 def test_second_run_refuses_without_overwrite(finished_run):

@@ -1,4 +1,4 @@
-"""VAE pretraining, the linear probe and the latent study (issue 36), on real crops and a generated K = 3 set."""
+"""VAE pretraining, the linear probe, the latent study and the EDA (issue 36), on real crops and a generated K = 3 set."""
 import json
 
 import numpy as np
@@ -165,3 +165,31 @@ def test_bad_pretrain_values_are_refused(tmp_path):
         with_overrides(Config(), **{"retrain.pretrain": "autoencoder"})
     with pytest.raises(ValueError, match="vae_latent"):
         with_overrides(Config(), **{"retrain.vae_latent": 0})
+
+
+def test_eda_finds_the_planted_outlier_and_writes_its_pictures(tmp_path, crops):
+    rng = np.random.default_rng(0)
+    emb_lb, emb_ulb = rng.normal(size=(40, 8)), rng.normal(size=(100, 8))
+    emb_ulb[37] += 25  # far from every labeled image
+    x_lb, x_ulb = crops[:40], crops[40:140].copy()
+    x_ulb[:, :, :, :] = np.minimum(x_ulb.astype(int) + 60, 255)  # the unlabeled images are brighter
+    names = [f"u{i:03d}.jpg" for i in range(100)]
+    info = study.write_eda(tmp_path, x_lb, x_ulb, emb_lb, emb_ulb, names, "yolov8-cls")
+    assert info["ood"][0] == "u037.jpg" and len(info["ood"]) == 24 and len(set(info["ood"])) == 24
+    assert info["n_labeled"] == 40 and info["n_unlabeled"] == 100
+    assert info["mean_unlabeled"][0] > info["mean_labeled"][0] + 30
+    assert info["d_unlabeled"]["p95"] > info["d_labeled"]["p50"] and 0 < info["share_beyond_labeled_p95"] < 0.2
+    assert json.loads((tmp_path / "eda.json").read_text()) == info
+    for png in ("eda_hist.png", "eda_nn.png", "eda_ood.png"):
+        assert (tmp_path / png).stat().st_size > 5_000, png
+    text = "\n".join(study.eda_section(info))
+    assert "![out of distribution](eda_ood.png)" in text and "40 seed-labeled images" in text
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_channel_histograms_count_every_pixel(c):
+    x = np.random.default_rng(c).integers(0, 256, (7, c, 5, 4), dtype=np.uint8)
+    h = study.channel_histograms(x, bins=16, chunk=3)
+    assert h.shape == (c, 16) and np.allclose(h.sum(1), 1)
+    for ch in range(c):
+        np.testing.assert_allclose(h[ch], np.histogram(x[:, ch], bins=16, range=(0, 256))[0] / x[:, ch].size)
