@@ -11,7 +11,7 @@ import numpy as np
 
 from . import device as devices
 from .cache import cache_dir
-from .config import BACKBONE_HELP, MONITORS, PRETRAINS, TTA_MODES, Config, load_config, with_overrides
+from .config import BACKBONE_HELP, FINETUNES, MONITORS, PRETRAINS, TTA_MODES, Config, load_config, with_overrides
 from .predict import BACKENDS
 
 DEFAULT_PIPELINE = "pipelines/eyes.yaml"
@@ -64,6 +64,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, dest="n_train", help="seed labels used for training")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--pretrained", help="local weights file for resnet50")
+    p.add_argument("--finetune", choices=FINETUNES, help="with --pretrained: 'staged' fine-tunes resnet50 head "
+                   "first, then everything (the staged: section)")
     p.add_argument("--epochs", type=int, help="epochs for both seed models (debugging / quick runs)")
     p.add_argument("--fixmatch-epochs", type=int, dest="fixmatch_epochs", help="FixMatch epochs of the teacher")
     p.add_argument("--student-max", type=int, dest="student_max", help="pool images the student learns from")
@@ -77,7 +79,7 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
     over = {
         "images": args.images, "labels": args.labels, "threshold": args.threshold, "n_train": args.n_train,
         "seed": args.seed, "pretrained": args.pretrained, "student_max": args.student_max, "limit": args.limit,
-        "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
+        "finetune": args.finetune, "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
         **engine_overrides(args),
     }  # fmt: skip
     return with_overrides(cfg, **over)
@@ -164,6 +166,9 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation in the exported model (default flip+shift: "
                    "10 views averaged; none predicts about 10x faster)")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--pretrained", help="local weights file for a resnet50 final model (--backbone resnet50)")
+    p.add_argument("--finetune", choices=FINETUNES, help="with --pretrained: 'staged' fine-tunes the head first, "
+                   "then everything, instead of pretraining and the warm-up")
     _add_device_engine(p, "Ray Train workers (DDP) training FixMatch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -178,7 +183,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
                                                        "monitor", "vote_weight", "unlabeled", "threshold_user",
                                                        "tta", "pretrain", "probe")}  # fmt: skip
-    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over,
+    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, pretrained=args.pretrained,
+                         finetune=args.finetune, **over,
                          **engine_overrides(args, "ray.train_workers"))  # fmt: skip
     devices.use(cfg.device)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)

@@ -85,6 +85,7 @@ class RetrainConfig:
 
 
 MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
+FINETUNES = ("none", "staged")  # what finetune accepts
 PRETRAINS = ("simclr", "vae", "none")  # what retrain.pretrain accepts
 TTA_MODES = ("none", "flip", "flip+shift")  # what retrain.tta accepts (see augment.tta_views)
 WEAK_SHIFTS = ("bilinear", "crop")  # the weak view's shift: sub-pixel resampling or whole-pixel pad-and-crop
@@ -116,6 +117,23 @@ class ResortConfig:
     # gives its class at least this probability; 1.0 = off
     settle_flagged: bool = True  # the final model also re-decides vote decisions the label check flagged (it never
     # trained on their labels); False leaves them all for a person. Flagged seed labels always stay for a person
+
+
+@dataclass(frozen=True)
+class StagedConfig:
+    """``finetune: staged``: fine-tuning from pretrained weights in two stages (shared/seeds/003's recipe)."""
+
+    head_epochs: int = 3  # stage 1: only the classifier layer learns (backbone and its BatchNorm statistics frozen)
+    epochs: int = 30  # both stages together, at most; early stopping usually ends sooner
+    backbone_lr: float = 1e-3  # SGD learning rate of every backbone parameter (stage 2), BatchNorm included
+    head_lr: float = 1e-2  # SGD learning rate of the classifier layer
+    momentum: float = 0.9  # SGD momentum, both groups
+    weight_decay: float = 0.0  # SGD weight decay, both groups
+    plateau_factor: float = 0.15  # ReduceLROnPlateau: both learning rates times this ...
+    plateau_patience: int = 2  # ... after this many epochs without a lower validation loss
+    stop_patience: int = 5  # early stopping: end after this many epochs without a validation loss ...
+    min_delta: float = 0.001  # ... lower by at least this much; the best epoch's weights are kept
+    batch_size: int = 32  # labeled images per step
 
 
 @dataclass(frozen=True)
@@ -162,7 +180,9 @@ class Config:
     # run report shows, so users see what reviewing buys; None = no such section
     limit: int | None = None  # quick trials: only the first N pool images, plus every seed-labeled one; None = all
     models: tuple[str, ...] = ("yolov8-cls", "resnet50")  # the two voters; the first also teaches the second
-    pretrained: str | None = None  # local weights file for resnet50 (no model hub); None = from scratch
+    pretrained: str | None = None  # local weights file for resnet50 and a timm final model (no hub); None = scratch
+    finetune: str = "none"  # with pretrained weights: "staged" (see staged:) for the seed and a resnet50 final model
+    staged: StagedConfig = field(default_factory=StagedConfig)  # the staged fine-tuning recipe (finetune: staged)
     resnet50: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # resnet50 training settings
     yolo: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # yolov8-cls training settings
     retrain: RetrainConfig = field(default_factory=RetrainConfig)  # the final model (pseudolabel retrain)
@@ -199,7 +219,7 @@ def accept_per_class(rs: ResortConfig, k: int) -> tuple[float, ...]:
 
 
 _NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig,
-           "label_check": LabelCheckConfig, "resort": ResortConfig, "ray": RayConfig}
+           "label_check": LabelCheckConfig, "resort": ResortConfig, "ray": RayConfig, "staged": StagedConfig}
 
 
 def image_hw(size: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
@@ -246,6 +266,13 @@ def _validate(cfg: Config) -> None:
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     _validate_retrain(cfg.retrain)
     check_engine(cfg.engine, cfg.ray)
+    if cfg.finetune not in FINETUNES:
+        raise ValueError(f"finetune must be one of {FINETUNES}, got {cfg.finetune!r}")
+    st = cfg.staged
+    if min(st.head_epochs, st.plateau_patience, st.stop_patience) < 0 or st.epochs < 1 or st.batch_size < 2 or not (
+            0 < st.plateau_factor < 1) or min(st.backbone_lr, st.head_lr) <= 0:
+        raise ValueError(f"staged: epochs >= 1, batch_size >= 2, learning rates > 0, 0 < plateau_factor < 1 and "
+                         f"patiences >= 0; got {st!r}")
     if cfg.eda_max < 1:
         raise ValueError(f"eda_max must be a whole number >= 1, got {cfg.eda_max!r}")
     rs = cfg.resort

@@ -56,7 +56,8 @@ def create_seed_model(name: str, cfg: Config, progress: bool = True) -> SeedMode
     module = create_backbone(name, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
                              input_size=tc.input_size, variant=tc.variant, stem=tc.stem,
                              pretrained=cfg.pretrained if name == "resnet50" else None, norm=norm_stats(cfg))
-    return TorchSeed(name, module, tc, cfg.seed, progress)
+    staged = cfg.staged if cfg.finetune == "staged" and cfg.pretrained and name == "resnet50" else None
+    return TorchSeed(name, module, tc, cfg.seed, progress, staged)
 
 
 def norm_stats(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -303,8 +304,11 @@ def create_backbone(name: str, *, num_classes: int, in_chans: int, image_size: i
 
         if not timm.is_model(name):
             raise ValueError(f"unknown backbone {name!r}: use {BACKBONE_HELP}")
-        net = _Resize(timm.create_model(name, num_classes=num_classes, in_chans=in_chans), upsampled(hw, input_size))
-        own_norm = False
+        inner = timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **_pretrained_kwargs(pretrained))
+        net = _Resize(inner, upsampled(hw, input_size))
+        if pretrained:  # the weights' own mean and std normalise the input, as for resnet50
+            net = Normalize(net, *_weights_norm(inner, in_chans))
+        own_norm = bool(pretrained)
     return Normalize(net, *norm) if norm is not None and not own_norm else net
 
 
@@ -312,8 +316,10 @@ class TorchSeed:
     """A seed model: supervised training on the seeds, then (if ``fixmatch_epochs`` > 0 and
     unlabeled images are given) FixMatch on the pool, starting from the supervised weights."""
 
-    def __init__(self, name: str, module: nn.Module, tc: SeedTrainConfig, seed: int, progress: bool = True):
+    def __init__(self, name: str, module: nn.Module, tc: SeedTrainConfig, seed: int, progress: bool = True,
+                 staged=None):
         self.name, self.module, self.tc, self.seed, self.progress = name, module, tc, seed, progress
+        self.staged = staged  # a StagedConfig: fine-tune pretrained weights in two stages instead of fit_module
         self.history: list[dict] = []
         self.fit_seconds = 0.0
 
@@ -322,8 +328,14 @@ class TorchSeed:
         """x_*: (N, C, H, W) uint8; y_*: (N,) class indices."""
         from .fixmatch import FixMatchConfig, fit_fixmatch
 
-        res = fit_module(self.module, x_train, y_train, x_val, y_val, self.tc, self.seed, f"train {self.name}",
-                         self.progress)  # fmt: skip
+        if self.staged is not None:
+            from .finetune import fit_staged
+
+            res = fit_staged(self.module, x_train, y_train, x_val, y_val, self.staged, self.seed,
+                             f"fine-tune {self.name} (staged)", self.progress)  # fmt: skip
+        else:
+            res = fit_module(self.module, x_train, y_train, x_val, y_val, self.tc, self.seed, f"train {self.name}",
+                             self.progress)  # fmt: skip
         self.history, self.fit_seconds = res.history, res.seconds
         if self.tc.fixmatch_epochs and x_unlabeled is not None and len(x_unlabeled):
             fc = FixMatchConfig(epochs=self.tc.fixmatch_epochs, lr=self.tc.fixmatch_lr, patience=self.tc.fixmatch_epochs,

@@ -26,6 +26,7 @@ from . import report, runstate
 from .config import Config, RetrainConfig, SeedTrainConfig, dump_config
 from .cache import cache_dir, decode_cached, decoder
 from .data import Problems
+from .finetune import fit_staged
 from .fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
 from .metrics import classification_metrics, model_metrics
 from .models import TTA, Ensemble, create_backbone, fit_module, norm_stats
@@ -162,8 +163,11 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     whether SimCLR's weights came from ``cache``)."""
     rc = cfg.retrain
     torch.manual_seed(seed)
+    pretrained = final_weights(cfg)
     module = create_backbone(rc.backbone, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
-                             input_size=rc.input_size, variant=rc.variant, width=rc.width, norm=norm_stats(cfg))
+                             input_size=rc.input_size, variant=rc.variant, width=rc.width, norm=norm_stats(cfg),
+                             pretrained=pretrained)  # fmt: skip
+    staged = cfg.finetune == "staged" and pretrained is not None
     network = {"backbone": rc.backbone, "variant": rc.variant, "input_size": rc.input_size, "channels": cfg.channels,
                "image_size": cfg.image_size}  # fmt: skip
     if cfg.num_classes != 2 or rc.width != 16 or cfg.normalize != "none":  # keys of earlier runs stay valid
@@ -172,7 +176,7 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
                                                                               "lr": rc.pretrain_lr}  # fmt: skip
     if rc.pretrain_epoch_steps != 15:  # keys of earlier runs stay valid
         extra["epoch_steps"] = rc.pretrain_epoch_steps
-    method = rc.pretrain if rc.pretrain_epochs else "none"
+    method = rc.pretrain if rc.pretrain_epochs and not staged else "none"  # staged: the weights are the pretraining
     if method == "vae":
         attach_latent(module, rc.vae_latent)
         network.update(latent=rc.vae_latent)
@@ -190,7 +194,9 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
         return module, fit, pre, cached
     warm = SeedTrainConfig(epochs=rc.warmup_epochs, batch_size=rc.warmup_batch_size, lr=rc.warmup_lr,
                            patience=rc.warmup_epochs)
-    if rc.warmup_epochs:
+    if staged:  # seed 003's recipe instead of the warm-up; FixMatch then starts from it
+        fit_staged(module, data.x_lb, data.y_lb, data.x_val, data.y_val, cfg.staged, seed, progress=progress)
+    elif rc.warmup_epochs:
         fit_module(module, data.x_lb, data.y_lb, data.x_val, data.y_val, warm, seed, "warm-up", progress)
     args = (module, data.x_lb, data.y_lb, data.x_ulb, data.x_val, data.y_val, fixmatch_config(rc), seed)
     if cfg.engine == "ray":  # FixMatch, most of the time, on Ray Train workers (DDP)
@@ -200,6 +206,12 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     else:
         fit = fit_fixmatch(*args, f"retrain {rc.backbone} (seed {seed})", progress, w_lb=data.w_lb, on_epoch=on_epoch)
     return module, fit, pre, cached
+
+
+def final_weights(cfg: Config) -> str | None:
+    """The pretrained weights file the final model starts from: ``pretrained`` for a timm backbone
+    (resnet50 or any timm name); None for tinycnn and yolov8-cls, which have no such weights."""
+    return cfg.pretrained if cfg.retrain.backbone not in ("tinycnn", "yolov8-cls") else None
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -297,7 +309,9 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE)
         probs = predict_probs(module, data.x_val).numpy().astype(np.float64)
         metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
-        metrics.update(backbone=rc.backbone, tta=rc.tta, pretrain=rc.pretrain if rc.pretrain_epochs else "none",
+        staged = cfg.finetune == "staged" and final_weights(cfg) is not None
+        metrics.update(backbone=rc.backbone, tta=rc.tta, finetune="staged" if staged else "none",
+                       pretrain=rc.pretrain if rc.pretrain_epochs and not staged else "none",
                        probe=rc.probe, parameters=sum(p.numel() for p in module.parameters()),
                        train_seconds=round(sum(m["train_seconds"] for m in members), 1),
                        pretrain_seconds=round(sum(m["pretrain_seconds"] for m in members), 1), members=members,
