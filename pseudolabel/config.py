@@ -137,6 +137,19 @@ class StagedConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """``pseudolabel compare``: backbones trained alike on a run's labeled set (shared/seeds/001's table)."""
+
+    backbones: tuple[str, ...] = ("resnet18", "resnet50", "resnet101", "mobilenetv3_small_100", "mobilenetv3_large_100",
+                                  "yolov8n-cls", "yolov8m-cls")  # seed 001's seven; yolov8<size>-cls or a timm name
+    epochs: int = 10  # supervised passes over the labeled set, the same for every backbone
+    batch_size: int = 32  # labeled images per step
+    lr: float = 1e-3  # peak learning rate (AdamW, one-cycle)
+    input_size: int = 32  # images are resized so that the shorter side is at least this many pixels
+    latency_batch: int = 64  # images per forward pass when CPU latency per image is timed
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """``engine: ray``: pool scoring on Ray Data actors, and ``retrain --engine ray`` on Ray Train workers."""
 
@@ -189,6 +202,7 @@ class Config:
     label_check: LabelCheckConfig = field(default_factory=LabelCheckConfig)  # find likely-wrong labels (cleanlab)
     resort: ResortConfig = field(default_factory=ResortConfig)  # re-sorting with the final model (pseudolabel resort)
     ray: RayConfig = field(default_factory=RayConfig)  # the Ray engine's cluster and workers (engine: ray)
+    compare: CompareConfig = field(default_factory=CompareConfig)  # pseudolabel compare's backbones and budget
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -219,7 +233,8 @@ def accept_per_class(rs: ResortConfig, k: int) -> tuple[float, ...]:
 
 
 _NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig,
-           "label_check": LabelCheckConfig, "resort": ResortConfig, "ray": RayConfig, "staged": StagedConfig}
+           "label_check": LabelCheckConfig, "resort": ResortConfig, "ray": RayConfig, "staged": StagedConfig,
+           "compare": CompareConfig}
 
 
 def image_hw(size: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
