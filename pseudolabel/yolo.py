@@ -72,3 +72,31 @@ def build_yolo_cls(variant: str, channels: int, image_size: int | tuple[int, int
 
     net = ClassificationModel(f"yolov8{variant}-cls.yaml", ch=channels, nc=num_classes, verbose=False)
     return YoloCls(net, yolo_imgsz(image_size))
+
+
+def ultralytics_train(data: Path, *, epochs: int, imgsz: int, project: Path, seed: int = 0, batch: int = 16,
+                      workers: int = 2, device: str = "cpu"):
+    """ultralytics' own trainer, ``YOLO('yolov8n-cls.yaml').train(...)``, on an ImageFolder-style
+    ``data`` folder (``train/<class>/``, ``val/<class>/``), offline, from the yaml (no ``.pt``).
+    Its ``*.cache`` files land next to ``data``, so pass a staging copy; its outputs go to ``project``.
+    Returns the trained ``YOLO`` object (what benchmarks and the export test score with)."""
+    _import_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n-cls.yaml", task="classify")
+    model.train(data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers, device=device,
+                project=str(project), name="train", exist_ok=True, seed=seed, deterministic=True, plots=False,
+                verbose=False, amp=False, val=True)  # fmt: skip
+    return model
+
+
+def ultralytics_probs(model, paths: list[Path], imgsz: int, batch: int = 256) -> "list":
+    """(N, K) class probabilities from a :func:`ultralytics_train` model for image files, in
+    ``model.names`` order (the class folder names, sorted)."""
+    import numpy as np
+
+    out = []
+    for i in range(0, len(paths), batch):
+        res = model.predict([str(p) for p in paths[i : i + batch]], imgsz=imgsz, verbose=False, device="cpu")
+        out += [r.probs.data.cpu().numpy() for r in res]
+    return np.stack(out)
