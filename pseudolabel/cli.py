@@ -1,4 +1,5 @@
-"""Command line: ``pseudolabel run``, ``review``, ``retrain``, ``resort`` and ``predict``."""
+"""Command line: ``pseudolabel run``, ``review``, ``retrain``, ``resort`` and ``predict``; ``compare``,
+``export`` and ``init`` are in :mod:`pseudolabel.cli_tools`."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+from . import cli_tools as tools
 from . import device as devices
 from .cache import cache_dir
 from .config import BACKBONE_HELP, FINETUNES, MONITORS, PRETRAINS, TTA_MODES, Config, load_config, with_overrides
@@ -331,43 +334,16 @@ def _csv_field(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
 
 
-def _add_compare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="train several backbones alike on a run's labeled set and tabulate them")
-    p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
-    p.add_argument("--backbones", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
-                   help="comma-separated: yolov8n-cls, yolov8m-cls, tinycnn or timm names (default: the seven of "
-                   "the pipeline's compare.backbones)")  # fmt: skip
-    p.add_argument("--epochs", type=int, help="supervised passes over the labeled set, every backbone alike")
-    p.add_argument("--journal", help="review journal (default: RUN/journal.csv)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
-    from .review import journal_path_for
-
-    run = Path(args.run)
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"not a run folder (no config.yaml): {run}")
-    cfg = with_overrides(load_config(run / "config.yaml"), device=args.device, **{"compare.epochs": args.epochs})
-    devices.use(cfg.device)
-    compare(cfg, run, Path(args.journal) if args.journal else journal_path_for(run), args.backbones,
-            progress=not args.quiet)
-    print((run / "compare.md").read_text(), end="")
-    print(f"wrote {run / 'compare.csv'} and {run / 'compare.md'}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pseudolabel", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pseudolabel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_review(sub)
     _add_retrain(sub)
     _add_resort(sub)
     _add_predict(sub)
-    _add_compare(sub)
+    tools.add_parsers(sub)
     return parser
 
 
@@ -378,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"run": cmd_run, "review": cmd_review, "retrain": cmd_retrain, "resort": cmd_resort,
-                    "predict": cmd_predict, "compare": cmd_compare}
+                    "predict": cmd_predict, **tools.COMMANDS}
         return commands[args.command](args)
     except ValueError as exc:  # user-facing errors: one line, no traceback
         print(f"pseudolabel: error: {exc}", file=sys.stderr)

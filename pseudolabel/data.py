@@ -141,8 +141,13 @@ def _read_json(path: Path, classes: tuple[str, ...], problems: Problems) -> list
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: malformed JSON ({exc})") from None
+    from . import annotations
+
+    if annotations.is_labelstudio(data):
+        return annotations.read_labelstudio(data, path, classes, problems, _label_of)
     if not isinstance(data, dict):
-        raise ValueError(f'{path}: expected {{"<class>": [image, ...]}}, got {type(data).__name__}')
+        raise ValueError(f'{path}: expected {{"<class>": [image, ...]}} or a Label Studio export, got '
+                         f"{type(data).__name__}")
     pairs = []
     for key, names in data.items():
         label = _label_of(key, classes)
@@ -180,7 +185,7 @@ def _read_csv(path: Path, classes: tuple[str, ...], problems: Problems) -> list[
 
 def _read_folders(path: Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
     pairs = []
-    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and p.name != "no_label"):  # CVAT's unlabeled
         label = _label_of(sub.name, classes)
         if label is None:
             problems.add(f"{sub}: folder is not a class (known: 0-{len(classes) - 1}, {', '.join(classes)}); ignored")
@@ -191,18 +196,31 @@ def _read_folders(path: Path, classes: tuple[str, ...], problems: Problems) -> l
 
 
 def read_seed_labels(path: str | Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
-    """Raw (image name, label) pairs from JSON ``{"<class>": [...], ...}``, CSV ``image,label``
-    or class folders ``<root>/<label>/*``. Duplicates and conflicts are kept (see :func:`clean_seed_labels`)."""
+    """Raw (image name, label) pairs from JSON ``{"<class>": [...], ...}``, CSV ``image,label``,
+    class folders ``<root>/<label>/*``, or an annotation tool's export (:mod:`pseudolabel.annotations`:
+    CVAT ImageNet zip, CVAT for images XML, Label Studio JSON), told apart by content. Duplicates
+    and conflicts are kept (see :func:`clean_seed_labels`)."""
+    import zipfile
+
+    from . import annotations
+
     path = Path(path)
     if path.is_dir():
         return _read_folders(path, classes, problems)
     if not path.is_file():
         raise ValueError(f"seed label file not found: {path}")
-    if path.suffix.lower() == ".json":
+    if zipfile.is_zipfile(path):
+        return annotations.read_imagenet_zip(path, classes, problems, _label_of)
+    if annotations.is_cvat_xml(path):
+        return annotations.read_cvat_xml(path, classes, problems, _label_of)
+    with open(path, "rb") as f:
+        first = f.read(64).lstrip()[:1]
+    if path.suffix.lower() == ".json" or first in (b"[", b"{"):
         return _read_json(path, classes, problems)
     if path.suffix.lower() == ".csv":
         return _read_csv(path, classes, problems)
-    raise ValueError(f"{path}: seed labels must be .json, .csv or a folder of class folders")
+    raise ValueError(f"{path}: seed labels must be .json, .csv, a folder of class folders, a CVAT ImageNet zip, "
+                     "CVAT XML or a Label Studio JSON export")
 
 
 def clean_seed_labels(

@@ -72,6 +72,17 @@ def embedding_tap(module: nn.Module):
         handle.remove()
 
 
+def pretrain_batches(module: nn.Module, x_pool: np.ndarray, batch_size: int, steps: int, seed: int, workers: int,
+                     device):
+    """Put ``module`` in train mode with dropout off (the embedding is taken before dropout would act
+    on it) and return an iterator of ``steps`` random (uint8 batch, rows) from (N, C, H, W) ``x_pool``."""
+    module.train()
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    return iter(loader(x_pool, CyclingBatches(len(x_pool), batch_size, steps, seed), workers, device))
+
+
 def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch_size: int = 256,
                     temperature: float = 0.2, lr: float = 2e-3, seed: int = 0, progress: bool = True,
                     epoch_steps: int = 15, workers: int = 0) -> list[dict]:
@@ -97,11 +108,7 @@ def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch
     scaler = device.scaler()
     history, start = [], time.perf_counter()
     bar = progress_bar(progress, total=epochs * steps, desc="pretrain (SimCLR)", unit="step")
-    module.train()
-    for m in module.modules():  # the embedding is taken before dropout would act on it
-        if isinstance(m, nn.Dropout):
-            m.eval()
-    pool = iter(loader(x_pool, CyclingBatches(len(x_pool), batch_size, epochs * steps, seed), workers, device))
+    pool = pretrain_batches(module, x_pool, batch_size, epochs * steps, seed, workers, device)
     with embedding_tap(module) as tap:
         for epoch in range(epochs):
             total = torch.zeros((), device=device.torch)
@@ -124,6 +131,9 @@ def pretrain_simclr(module: nn.Module, x_pool: np.ndarray, *, epochs: int, batch
                 raise ValueError(f"SimCLR loss is {history[-1]['loss']} at epoch {epoch}: lower lr (now {lr})")
     bar.close()
     return history
+
+
+NAMES = {"simclr": "SimCLR", "vae": "VAE"}  # how each pretraining method is called in messages
 
 
 def cache_key(x_pool: np.ndarray, settings: dict) -> str:
@@ -162,7 +172,7 @@ def pretrain_cached(module: nn.Module, x_pool: np.ndarray, *, cache: Path | None
             module.load_state_dict(torch.load(path, weights_only=True))
             return [], True
         except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file: train again and replace it
-            print(f"{path}: cannot load cached {method} weights ({exc}); pretraining again", file=sys.stderr)
+            print(f"{path}: cannot load cached {NAMES[method]} weights ({exc}); pretraining again", file=sys.stderr)
     history = train(module, x_pool, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

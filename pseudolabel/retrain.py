@@ -11,6 +11,7 @@ hist.png, roc.png (two classes), curves.png, log.csv, TensorBoard events and the
 """
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -154,7 +155,7 @@ def fixmatch_config(rc: RetrainConfig) -> FixMatchConfig:
 
 
 def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True, on_epoch=None,
-                 cache: Path | None = None):
+                 cache: Path | None = None, snapshot: list | None = None):
     """One network, start to end: SimCLR on the unlabeled set (or its weights from ``cache``, when
     an earlier retrain made them from the same pool), a supervised warm-up, then FixMatch (on Ray
     Train's workers with ``engine: ray``).
@@ -187,6 +188,8 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     pre, cached = ([], False) if method == "none" else pretrain_cached(
         module, data.x_ulb, cache=cache, settings=network, method=method, epochs=rc.pretrain_epochs, seed=seed,
         progress=progress, **extra)
+    if snapshot is not None:  # the network as pretraining left it, before any label: for the latent study
+        snapshot.append(copy.deepcopy(module))
     if rc.probe:  # the frozen encoder plus one linear layer: seed 000's stage II
         fit = fit_probe(module, data.x_lb, data.y_lb, data.x_val, data.y_val, num_classes=cfg.num_classes,
                         epochs=rc.probe_steps, lr=rc.probe_lr, weight_decay=rc.probe_weight_decay, seed=seed,
@@ -219,7 +222,8 @@ def member_seed(seed: int, k: int) -> int:
     return seed + 1000 * k
 
 
-def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True, cache: Path | None = None):
+def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True, cache: Path | None = None,
+                  snapshot: list | None = None):
     """``retrain.members`` networks, each trained apart with :func:`train_member` and its own seed,
     logged to ``out``, SimCLR weights kept in ``cache``. Returns (the network or their
     :class:`Ensemble`, inside :class:`TTA` unless ``retrain.tta`` is "none"; per-member summaries;
@@ -227,7 +231,8 @@ def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True
     log, modules, members, histories = RunLog(out), [], [], []
     for k in range(cfg.retrain.members):
         log.member, seed = k, member_seed(cfg.seed, k)
-        module, fit, pre, cached = train_member(cfg, data, seed, progress, on_epoch=log, cache=cache)
+        module, fit, pre, cached = train_member(cfg, data, seed, progress, on_epoch=log, cache=cache,
+                                                snapshot=snapshot if k == 0 else None)
         modules.append(module)
         histories.append(fit.history)
         members.append({"seed": seed, "best_epoch": fit.best_epoch,
@@ -239,22 +244,16 @@ def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True
     return with_tta(modules[0] if len(modules) == 1 else Ensemble(modules), cfg.retrain.tta), members, histories
 
 
-def first_member(module: torch.nn.Module) -> torch.nn.Module:
-    """The first trained network inside the final model (unwrapping :class:`TTA` and :class:`Ensemble`)."""
-    if isinstance(module, TTA):
-        module = module.module
-    return module.members[0] if isinstance(module, Ensemble) else module
-
-
 def study_latent(cfg: Config, module: torch.nn.Module, data: MergedSet, out: Path) -> dict:
     """The latent study (:mod:`pseudolabel.study`) on at most ``retrain.study_max`` of the run's
-    images, drawn at random, in the first member's embedding; writes ``out/latent.*``."""
+    images, drawn at random, in ``module``'s embedding (the first member as pretraining left it,
+    before any label); writes ``out/latent.*``."""
     from .probe import embed
     from .study import write_latent
 
     n = len(data.images)
     rows = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, cfg.retrain.study_max), replace=False))
-    emb = embed(first_member(module), np.asarray(data.images[rows])).numpy()
+    emb = embed(module, np.asarray(data.images[rows])).numpy()
     method = cfg.retrain.pretrain if cfg.retrain.pretrain_epochs else "none"
     return write_latent(out, emb, [data.folders[i] for i in rows], data.seed_labels[rows], list(cfg.classes),
                         list(cfg.folders), method, cfg.seed)
@@ -306,7 +305,9 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     partial.mkdir()
     try:
         rc = cfg.retrain
-        module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE)
+        pretrained: list = []  # the first member right after pretraining (the latent study looks at it)
+        module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE,
+                                                   snapshot=pretrained)  # fmt: skip
         probs = predict_probs(module, data.x_val).numpy().astype(np.float64)
         metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
         staged = cfg.finetune == "staged" and final_weights(cfg) is not None
@@ -317,7 +318,7 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
                        pretrain_seconds=round(sum(m["pretrain_seconds"] for m in members), 1), members=members,
                        counts=data.counts, problems=problems.lines)  # fmt: skip
         if rc.study:
-            metrics["latent"] = study_latent(cfg, module, data, partial)
+            metrics["latent"] = study_latent(cfg, pretrained[0], data, partial)
         export_model(module, cfg, partial)
         report.final_plots(data.y_val, probs, list(cfg.classes), metrics["confusion"], histories, partial)
         dump_config(cfg, partial / "config.yaml")

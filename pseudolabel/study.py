@@ -1,9 +1,10 @@
 """Two looks at the data as pictures, each a report section rendered from the JSON it writes:
 
 - the **latent study** after ``retrain`` (``final/latent.json``, ``final/latent.png``): the pool's
-  embeddings in the final model's first member (the input of its last linear layer, the VAE's latent
-  mean with ``pretrain: vae``), projected to 2-D with PCA and coloured by folder and by seed label,
-  and k-means with K clusters scored by purity against the labeled images;
+  embeddings in the final model's first member as its pretraining left it, before any label (the
+  input of its last linear layer; the VAE's latent mean with ``pretrain: vae``), projected to 2-D
+  with PCA and coloured by folder and by seed label, and k-means with K clusters scored by purity
+  against the labeled images;
 - the **EDA** of ``run`` (``eda.json``, ``eda_hist.png``, ``eda_ood.png``, ``eda_nn.png``): labeled and
   unlabeled images side by side, with per-channel intensity histograms, the distance from each
   unlabeled image to its nearest labeled one in the seed model's embedding, and the unlabeled images
@@ -124,8 +125,8 @@ def write_latent(out: Path, emb: np.ndarray, folders: list[str], seed_labels: np
     """Run :func:`latent_study`, write ``out/latent.png`` and ``out/latent.json``; returns the JSON."""
     res = latent_study(emb, folders, seed_labels, classes, folder_names, seed)
     info = {**res["json"], "pretrain": method}
-    latent_plot(res, seed_labels, classes, f"final model's embedding ({method} pretraining), {len(emb)} images, "
-                f"PCA; k-means purity {info['purity_seed']:.2f} on seed labels", out / "latent.png")  # fmt: skip
+    latent_plot(res, seed_labels, classes, f"the embedding after {method} pretraining, before any label: {len(emb)} "
+                f"images, PCA; k-means purity {info['purity_seed']:.2f} on seed labels", out / "latent.png")  # fmt: skip
     write_atomic(out / "latent.json", json.dumps(info, indent=2))
     return info
 
@@ -136,8 +137,9 @@ def latent_section(info: dict | None) -> list[str]:
         return []
     return [
         "### Latent space",
-        f"The final model's embedding of {info['n']} pool images ({info['dims']} dimensions, {info['pretrain']} "
-        f"pretraining), projected to 2-D with PCA. k-means with K = {info['k']} clusters: purity "
+        f"What the pretraining alone learned: the embedding of {info['n']} pool images ({info['dims']} dimensions) "
+        f"after {info['pretrain']} pretraining, before any label was seen, projected to 2-D with PCA. k-means "
+        f"with K = {info['k']} clusters: purity "
         f"**{info['purity_seed']:.3f}** against the {info['n_seed']} seed labels and {info['purity_folders']:.3f} "
         f"against the {info['n_folders']} images in class folders (1.0: every cluster holds one class only).",
         "![latent space](final/latent.png)"]
@@ -170,11 +172,15 @@ def eda_plots(res: dict, x_ood: np.ndarray, ood_titles: list[str], model: str, r
     fig.savefig(run_dir / "eda_hist.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6.5, 3.4), dpi=100)
-    top = float(np.nanmax(np.r_[res["d_ulb"], res["d_lb"]])) or 1.0
-    bins = np.linspace(0, top, 40)
-    ax.hist(res["d_ulb"], bins, density=True, alpha=0.6, label="unlabeled → nearest labeled")
-    ax.hist(res["d_lb"][np.isfinite(res["d_lb"])], bins, density=True, alpha=0.6, label="labeled → nearest other labeled")
-    ax.set(xlabel=f"distance in {model}'s embedding", ylabel="density", title="How far the pool lies from the seeds")
+    both = np.r_[res["d_ulb"], res["d_lb"]]
+    top = float(np.nanpercentile(both, 99)) if np.isfinite(both).any() else 1.0
+    top = top if top > 0 else 1.0
+    bins = np.linspace(0, top, 40)  # the farthest 1 % fall in the last bin: the grid below shows them
+    d_lb = res["d_lb"][np.isfinite(res["d_lb"])]
+    ax.hist(np.minimum(res["d_ulb"], top), bins, density=True, alpha=0.6, label="unlabeled → nearest labeled")
+    ax.hist(np.minimum(d_lb, top), bins, density=True, alpha=0.6, label="labeled → nearest other labeled")
+    ax.set(xlabel=f"distance in {model}'s embedding (last bin: {top:.1f} and beyond)", ylabel="density",
+           title="How far the pool lies from the seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(run_dir / "eda_nn.png")

@@ -20,8 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .device import current
+from .pretrain import pretrain_batches
 from .progress import bar as progress_bar
-from .stream import CyclingBatches, loader, to_device
+from .stream import to_device
 
 
 def vae_loss(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
@@ -120,11 +121,7 @@ def pretrain_vae(module: nn.Module, x_pool: np.ndarray, *, epochs: int, epoch_st
     history, start, tap = [], time.perf_counter(), []
     handle = mu_layer.register_forward_pre_hook(lambda _m, args: tap.__setitem__(slice(None), [args[0]]))
     bar = progress_bar(progress, total=epochs * epoch_steps, desc="pretrain (VAE)", unit="step")
-    module.train()
-    for m in module.modules():  # the embedding is taken before dropout would act on it
-        if isinstance(m, nn.Dropout):
-            m.eval()
-    pool = iter(loader(x_pool, CyclingBatches(len(x_pool), batch_size, epochs * epoch_steps, seed), workers, device))
+    pool = pretrain_batches(module, x_pool, batch_size, epochs * epoch_steps, seed, workers, device)
     try:
         for epoch in range(epochs):
             sums = torch.zeros(3, device=d)
