@@ -223,6 +223,11 @@ def _run_locked(cfg: Config, out: Path, overwrite: bool, progress: bool) -> RunR
         write_manifest(partial)
         publish(partial, out)
         result.run_dir = out
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        if exc.filename is None and exc.errno is not None:  # e.g. a full disk mid-write: say where it was
+            raise OSError(exc.errno, exc.strerror, str(out)) from exc
+        raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -4,6 +4,8 @@
 - the network is built from ``yolov8{n,s,m}-cls.yaml``, never from a downloadable ``.pt``;
 - ultralytics rounds ``imgsz`` up to a multiple of 32, so inputs are resized to that size;
 - in eval mode its Classify head returns ``(probs, logits)``; we always hand back logits;
+- its own trainer (:func:`ultralytics_train`, for benchmarks and the export test) sets the process to
+  one torch thread and deterministic kernels for good; we put both back;
 - importing it replaces PIL's ``Image.open`` for the whole process with a wrapper that, on any file
   PIL cannot identify, tries to pip-install pi-heif (offline: ModuleNotFoundError). Any image read
   later in the same process (the Python API, ``benchmarks/quality.py``'s retrain after its run, the
@@ -83,10 +85,20 @@ def ultralytics_train(data: Path, *, epochs: int, imgsz: int, project: Path, see
     _import_ultralytics()
     from ultralytics import YOLO
 
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    deterministic = torch.are_deterministic_algorithms_enabled()
     model = YOLO("yolov8n-cls.yaml", task="classify")
-    model.train(data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers, device=device,
-                project=str(project), name="train", exist_ok=True, seed=seed, deterministic=True, plots=False,
-                verbose=False, amp=False, val=True)  # fmt: skip
+    try:
+        model.train(data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers, device=device,
+                    project=str(project), name="train", exist_ok=True, seed=seed, deterministic=True, plots=False,
+                    verbose=False, amp=False, val=True)  # fmt: skip
+    finally:  # its trainer leaves the process at one torch thread (OMP_NUM_THREADS=1) and deterministic kernels
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
     return model
 
 
