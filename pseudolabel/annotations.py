@@ -36,10 +36,6 @@ def is_labelstudio(data: object) -> bool:
     return isinstance(data, list) and bool(data) and all(isinstance(t, dict) and "data" in t for t in data[:20])
 
 
-def _label(value: str, classes: tuple[str, ...], label_of) -> int | None:
-    return label_of(value, classes)
-
-
 def read_cvat_xml(path: Path, classes: tuple[str, ...], problems, label_of) -> list[tuple[str, int]]:
     """(image name, class) per ``<image>`` with one ``<tag>``; an image with two tags gives both (a conflict)."""
     try:
@@ -57,7 +53,7 @@ def read_cvat_xml(path: Path, classes: tuple[str, ...], problems, label_of) -> l
         tags = image.findall("tag")
         untagged += not tags
         for tag in tags:
-            label = _label(tag.get("label", ""), classes, label_of)
+            label = label_of(tag.get("label", ""), classes)
             if label is None:
                 problems.add(f"{path}: unknown label {tag.get('label')!r} for {name!r}; ignored")
                 continue
@@ -91,7 +87,7 @@ def read_labelstudio(data: list, path: Path, classes: tuple[str, ...], problems,
             empty += 1
             continue
         name, value = _ls_name(refs[0]), str(choices[0][0])
-        label = _label(value, classes, label_of)
+        label = label_of(value, classes)
         if label is None:
             problems.add(f"{path}: unknown label {value!r} for {name!r} (task {task.get('id', i)}); ignored")
             continue
@@ -112,7 +108,7 @@ def read_imagenet_zip(path: Path, classes: tuple[str, ...], problems, label_of) 
     for entry in entries:
         if len(entry.parts) < 2 or entry.parent.name == NO_LABEL:
             continue
-        label = _label(entry.parent.name, classes, label_of)
+        label = label_of(entry.parent.name, classes)
         if label is None:
             unknown.add(entry.parent.name)
             continue

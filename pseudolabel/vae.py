@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .device import current
-from .pretrain import pretrain_batches
+from .pretrain import last_linear, pretrain_batches
 from .progress import bar as progress_bar
 from .stream import to_device
 
@@ -113,7 +113,7 @@ def pretrain_vae(module: nn.Module, x_pool: np.ndarray, *, epochs: int, epoch_st
     d = device.torch
     logvar_layer = nn.Linear(mu_layer.in_features, latent, device=d)
     decoder = Decoder(latent, c, (h, w)).to(d)
-    skip = {id(p) for p in last_linear_params(module)}
+    skip = {id(p) for p in last_linear(module).parameters()}
     params = [p for p in module.parameters() if id(p) not in skip]
     opt = torch.optim.AdamW(params + list(logvar_layer.parameters()) + list(decoder.parameters()), lr=lr,
                             weight_decay=1e-4)  # fmt: skip
@@ -147,12 +147,6 @@ def pretrain_vae(module: nn.Module, x_pool: np.ndarray, *, epochs: int, epoch_st
         handle.remove()
         bar.close()
     return history
-
-
-def last_linear_params(module: nn.Module) -> list[nn.Parameter]:
-    """The parameters of ``module``'s last linear layer (the one a probe trains)."""
-    parent, name = _parent_of_last_linear(module)
-    return list(getattr(parent, name).parameters())
 
 
 class SigmoidNeuron(nn.Module):
