@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict] = {}
     row, run = ours(b, args.run)
     rows["ours"] = row
+    print(f"ours: {json.dumps(row)}", file=sys.stderr, flush=True)
     cfg, split = load_config(run / "config.yaml"), b.split(run)  # the resolved config (pool mean/std) and split
     steps = {"ultralytics trainer": lambda: yolo_trainer(b, split, args.yolo_epochs),
              "VAE + probe, seeds (seed 000)": lambda: vae_seeds(b, cfg, split),
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in steps.items():
         if name in only:
             rows[name] = fn()
-            print(f"{name}: done", file=sys.stderr, flush=True)
+            print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr, flush=True)  # a long run keeps each row
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=2))
     print(f"\n{cfg.name}: {len(split['train'])} seed labels train, {len(split['val'])} validate; "
           f"{len(b.dev)} dev labels score\n")
     print(table(rows, cfg.num_classes == 2))

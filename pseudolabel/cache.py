@@ -13,10 +13,14 @@ import hashlib
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from .data import load_image
+from .fastdecode import fast_decode
 from .progress import bar as progress_bar
 
 FORMAT = 1  # bump when the layout or the decoding changes: older caches are then ignored
@@ -59,6 +63,7 @@ def _open(base: Path, hw: tuple[int, int], channels: int) -> tuple[np.ndarray, d
 
 PARALLEL_MIN = 1024  # fewer files than this decode in this process: starting workers would cost more
 CHUNK = 256  # files per task sent to a decoding worker
+PAYOFF_S = 0.5  # fork decoding workers only when the files left would take this long to decode here
 
 
 def decode_workers(n_files: int) -> int:
@@ -68,10 +73,16 @@ def decode_workers(n_files: int) -> int:
     return 1 if n_files < PARALLEL_MIN else max(1, min(8, cores))
 
 
+def read_file(path) -> bytes:
+    """A file's bytes (plain ``open``: a Path object per file costs more than reading a small one)."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _read_one(decode, name: str, path, dedupe: bool) -> tuple:
     """(array | None, sha1 of the bytes or None, error text or None) for one file."""
     try:
-        data = Path(path).read_bytes()
+        data = read_file(path)
         digest = hashlib.sha1(data).hexdigest() if dedupe else None  # per file as it is read: no copy of the pool
         return decode(name, data), digest, None
     except (OSError, ValueError) as exc:
@@ -83,17 +94,31 @@ def _read_chunk(args: tuple) -> list[tuple]:
     return [_read_one(decode, name, path, dedupe) for name, path in chunk]
 
 
-def _decoded(files: list, decode, dedupe: bool, workers: int):
+def _decoded(files: list, decode, dedupe: bool, workers: int | None):
     """(array | None, digest, error) per file, in ``files``' order; ``workers`` > 1 decodes in that
-    many processes (forked where the system allows, so nothing is imported again)."""
+    many processes (forked where the system allows, so nothing is imported again). ``workers`` None:
+    the first CHUNK files are decoded here, timed, and workers take the rest only when it would
+    take more than PAYOFF_S here (small images at the pipeline's size decode at ~80 k img/s, where
+    the workers' start and the results' transfer cost more than they save)."""
+    start = 0
+    if workers is None:
+        workers = decode_workers(len(files))
+        if workers > 1:
+            first = _read_chunk((decode, files[:1], dedupe))  # untimed: the decoder's imports
+            clock = time.perf_counter()
+            first += _read_chunk((decode, files[1:CHUNK], dedupe))
+            per_file = (time.perf_counter() - clock) / max(1, len(first) - 1)
+            yield from first
+            start = len(first)
+            workers = workers if per_file * (len(files) - start) > PAYOFF_S else 1
     if workers <= 1:
-        for name, path in files:
+        for name, path in files[start:]:
             yield _read_one(decode, name, path, dedupe)
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    tasks = ((decode, files[i : i + CHUNK], dedupe) for i in range(0, len(files), CHUNK))
+    tasks = ((decode, files[i : i + CHUNK], dedupe) for i in range(start, len(files), CHUNK))
     with ctx.Pool(workers) as pool:
         for results in pool.imap(_read_chunk, tasks):
             yield from results
@@ -105,7 +130,8 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
     """Decode ``files`` ((name, path) pairs) with ``decode(name, bytes) -> (C, H, W) uint8`` (default:
     :class:`Decoder`) or reuse the cache. ``decode`` may raise OSError/ValueError for a bad file; with
     ``dedupe`` a file with the same bytes as an earlier one is skipped as "Duplicate: same bytes as
-    <name>". ``workers`` processes decode (default :func:`decode_workers`); ``decode`` must then pickle.
+    <name>". ``workers`` processes decode (default: :func:`decode_workers` when the files are slow enough to
+    pay for them, see :func:`_decoded`); ``decode`` must then pickle.
     Returns ((N, C, H, W) uint8 images: a read-only memmap when cached, else an array;
     {"names": the N kept names, "skipped": [(name, reason), ...], "reused": bool})."""
     base = cache / files_key(files, hw, channels) if cache is not None else None
@@ -115,7 +141,6 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
             images, meta = hit
             return images, {**meta, "reused": True}
     decode = decode or Decoder(hw, channels)
-    workers = decode_workers(len(files)) if workers is None else workers
     names, skipped, arrays, digests = [], [], [], {}
     tmp = None
     if base is not None:
@@ -156,17 +181,17 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
 
 
 class Decoder:
-    """(name, bytes) -> (C, H, W) uint8, as :func:`data.load_image` decodes a file; a plain object,
-    so that decoding worker processes can be sent it."""
+    """(name, bytes) -> (C, H, W) uint8, as :func:`data.load_image` decodes a file (through
+    :func:`fastdecode.fast_decode` where its pixels are certain to be the same); a plain object, so
+    that decoding worker processes can be sent it."""
 
     def __init__(self, hw: tuple[int, int], channels: int):
         self.hw, self.channels = tuple(hw), channels
 
     def __call__(self, name: str, data: bytes) -> np.ndarray:
-        from PIL import Image
-
-        from .data import load_image
-
+        fast = fast_decode(data, self.hw, self.channels)  # the same pixels, where that is certain
+        if fast is not None:
+            return fast
         try:
             return load_image(io.BytesIO(data), self.hw, self.channels)
         except Image.DecompressionBombError as exc:

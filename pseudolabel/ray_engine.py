@@ -101,16 +101,18 @@ class Scorer:
     def probs(self, images: np.ndarray) -> np.ndarray:
         """(n, C, H, W) uint8 -> (n, K) float32, as the local engine computes them."""
         if self.kind == "torchscript":
-            return self.model.probs_array(images, self.batch_size)
+            return self.model.probs_array(images)  # in the local engine's passes
         from .fixmatch import predict_probs
 
         return predict_probs(self.model, images, self.batch_size, tta=self.tta).numpy()
 
     def __call__(self, batch: dict) -> dict:
+        from .cache import read_file
+
         good, arrays, bad = [], [], []
         for i, path in enumerate(batch["path"]):
             try:
-                data = bytes(batch["bytes"][i]) if "bytes" in batch else Path(str(path)).read_bytes()
+                data = bytes(batch["bytes"][i]) if "bytes" in batch else read_file(str(path))
                 arrays.append(self.decode(str(path), data))
                 good.append(str(path))
             except (OSError, ValueError) as exc:

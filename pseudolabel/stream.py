@@ -129,12 +129,18 @@ def _read_in_order(path: str, shape: tuple, batch_size: int):
             yield buf[:n]
 
 
-def batches(images: np.ndarray, batch_size: int, workers: int = 0, device: Device | None = None):
-    """Every row of ``images`` in order, as (B, C, H, W) float batches on ``device``."""
+def raw_batches(images: np.ndarray, batch_size: int, workers: int = 0, device: Device | None = None):
+    """Every row of ``images`` in order, as (B, C, H, W) uint8 CPU tensors (a whole-file memmap is
+    read with plain reads into one reused buffer: each batch is valid until the next)."""
     path = _whole_file(images)
     if path is not None:
-        for batch in _read_in_order(path, images.shape, batch_size):
-            yield to_device(batch, device)
+        yield from _read_in_order(path, images.shape, batch_size)
         return
     for batch, _ in loader(images, InOrder(len(images), batch_size), workers, device):
+        yield batch
+
+
+def batches(images: np.ndarray, batch_size: int, workers: int = 0, device: Device | None = None):
+    """Every row of ``images`` in order, as (B, C, H, W) float batches on ``device``."""
+    for batch in raw_batches(images, batch_size, workers, device):
         yield to_device(batch, device)

@@ -197,14 +197,16 @@ def test_unreadable_file_is_skipped(pool, monkeypatch):  # (12) permissions
     shutil.copy2(root / names[0], locked)
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads anything; make the OS answer as it would for a user
-        real = Path.read_bytes
+        import pseudolabel.cache as cache_mod
 
-        def read_bytes(self):
-            if self == locked:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
+        real = cache_mod.read_file
 
-        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        def read_file(path):
+            if os.fspath(path) == os.fspath(locked):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path)
+
+        monkeypatch.setattr(cache_mod, "read_file", read_file)
     kept, _, lines = load(root)
     assert kept == names
     assert "PermissionError" in one_line_about(lines, str(locked))
