@@ -9,8 +9,9 @@ Each pool image is a real crop, randomly flipped, shifted by up to 2 pixels and 
 - a FixMatch retrain step on that pool: seconds per step;
 - the review server with the whole pool in unclear/: p50/p95 of queue reads and decisions;
 - `predict --engine ray` with 1 and 2 Ray Data actors (reading and decoding the files themselves,
-  no cache), each run twice, alternating, best kept: images/s, the driver's peak RSS and the
-  largest Ray worker's (a local Ray on this machine; its start-up is not counted).
+  no cache), each run three times, alternating, best kept: images/s, the driver's peak RSS and the
+  largest Ray worker's (a local Ray on this machine; its start-up and Ray Data's are not counted;
+  the scoring actors' start-up is).
 Each measurement that reports memory runs in its own process.
 
     python benchmarks/scale.py                       # 4k, 40k, 400k; ~1.6 GB of disk at 400 k
@@ -120,7 +121,9 @@ os.environ["PSEUDOLABEL_CACHE"] = ""
 from pseudolabel import ray_engine
 from pseudolabel.config import RayConfig
 from pseudolabel.cli import main
-ray_engine.init(RayConfig())  # a local Ray on this machine; its start-up is not counted
+ray_engine.init(RayConfig())  # a local Ray on this machine; its start-up is not counted,
+import ray  # nor Ray Data's own (its stats, autoscaling and location actors start with the first dataset)
+ray.data.range(8).map_batches(lambda b: b).materialize()
 workers, done = {{}}, threading.Event()
 def poll():  # peak RSS of the Ray worker processes (ray::... in their command line)
     while not done.is_set():
@@ -222,7 +225,7 @@ def measure(n: int, root: Path, model: Path, ray: bool = True) -> dict:
         row.update({f"{key}_ips": n / p["seconds"], f"{key}_rss_mb": p["rss_mb"]})
     shutil.rmtree(root / f"pcache{n}", ignore_errors=True)
     if ray:
-        for w in (1, 2, 1, 2):  # Ray Data actors read, decode and score the files (no cache); best of two each
+        for w in (1, 2, 1, 2, 1, 2):  # Ray Data actors read, decode and score the files (no cache); best of three
             r = child(RAY_PREDICT.format(pool=str(pool), model=str(model), csv=str(root / f"pred{n}.csv"), workers=w))
             if n / r["seconds"] > row.get(f"ray{w}_ips", 0):
                 row.update({f"ray{w}_ips": n / r["seconds"], f"ray{w}_rss_mb": r["rss_mb"],

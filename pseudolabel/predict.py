@@ -20,10 +20,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import onnx_scoring
 from .config import Config
 from .data import IMAGE_EXTS
 from .device import current
-from .stream import batches, raw_batches
+from .onnx_scoring import BATCH
+from .stream import batches
 
 
 class _Exported(nn.Module):
@@ -76,7 +78,6 @@ def _model_dir(path: str | Path) -> Path:
     raise ValueError(f"no exported model at {p} (expected model.ts and preprocess.json; run `pseudolabel retrain`)")
 
 
-BATCH = 256  # images per scoring pass: ONNX Runtime warms up faster on 256 than on 512-1024 (measured)
 BACKENDS = ("auto", "torchscript", "onnx")  # auto: ONNX Runtime on the CPU when model.onnx is there, else TorchScript
 
 
@@ -128,11 +129,7 @@ class Classifier:
         if self.onnx is None or self.backend == "torchscript" or (device.type != "cpu" and self.backend == "auto"):
             return None
         if self._session is None:
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1  # as torch would use
-            self._session = ort.InferenceSession(self.onnx, so, providers=["CPUExecutionProvider"])
+            self._session = onnx_scoring.session(self.onnx, torch.get_num_threads())  # as torch would use
         return self._session
 
     @torch.inference_mode()
@@ -140,15 +137,10 @@ class Classifier:
         """(N, C, H, W) uint8 -> (N, K) probabilities, column k = P(classes[k])."""
         device = current()  # the model file is device-free; it runs where this process runs
         session = self.session(device)
-        out, at = np.zeros((len(images), len(self.classes)), np.float32), 0  # filled in place, batch by batch
-        if session is not None:  # made float by numpy (the same values as torch's): torch's threads would
-            for x in raw_batches(images, batch_size):  # contend with ONNX Runtime's for the cores
-                x = x.numpy().astype(np.float32)
-                x /= np.float32(255)
-                out[at : at + len(x)] = session.run(None, {"images": x})[0]
-                at += len(x)
-            return out
+        if session is not None:  # made float by numpy: torch's threads would contend with ONNX Runtime's
+            return onnx_scoring.probs(session, images, len(self.classes), batch_size)
         model = self.model.to(device.torch)
+        out, at = np.zeros((len(images), len(self.classes)), np.float32), 0  # filled in place, batch by batch
         for x in batches(images, batch_size, device=device):  # uint8 until the device
             out[at : at + len(x)] = model(x).float().cpu()
             at += len(x)
@@ -251,14 +243,24 @@ def collect_paths(specs: list[str]) -> tuple[list[str], list[str]]:
             problems.append(f"{spec}: no such file, folder or match")
         for m in matches:
             if os.path.isdir(m):
-                found = [os.path.join(d, f) for d, _, files in os.walk(m) for f in files
-                         if os.path.splitext(f)[1].lower() in IMAGE_EXTS]  # fmt: skip
-                paths += sorted(found, key=lambda p: p.split(os.sep))  # the order Path sorting gives
+                paths += _images_below(m)
             elif os.path.splitext(m)[1].lower() in IMAGE_EXTS:
                 paths.append(m)
             else:
                 problems.append(f"{m}: not an image file (.jpg, .jpeg, .png, .bmp, .webp); skipped")
     return paths, problems
+
+
+def _images_below(folder: str) -> list[str]:
+    """Image files below ``folder`` in the order Path sorting gives (component by component), each
+    folder's entries sorted by name; symlinked folders are not followed."""
+    out, entries = [], sorted(os.scandir(folder), key=lambda e: e.name)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            out += _images_below(e.path)
+        elif not e.is_dir() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS:
+            out.append(e.path)
+    return out
 
 
 def show(paths: list[str | Path], labels: list[str], scores: np.ndarray, out_dir: Path, what: str) -> None:

@@ -21,11 +21,14 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .config import RayConfig
+
+if TYPE_CHECKING:  # torch is imported where it is used: a CPU scoring actor on ONNX Runtime never needs it
+    import torch
 
 
 def _ray():
@@ -49,8 +52,17 @@ def init(rc: RayConfig):
             ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
         from ray.data import DataContext
 
-        DataContext.get_current().enable_progress_bars = False
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.memory_usage_poll_interval_s = None  # no thread per task polling its memory: stats we never read
     return ray
+
+
+def _assigned_gpus() -> bool:
+    """Whether this Ray actor was given a GPU."""
+    import ray
+
+    return bool(ray.get_gpu_ids())
 
 
 def _gpus(ray, rc: RayConfig) -> float:
@@ -61,6 +73,8 @@ def _gpus(ray, rc: RayConfig) -> float:
 def module_bytes(module: torch.nn.Module) -> bytes:
     """A trained nn.Module, pickled from the CPU, for actors to load."""
     import copy
+
+    import torch
 
     buf = io.BytesIO()
     torch.save(copy.deepcopy(module).cpu().eval(), buf)
@@ -73,16 +87,28 @@ class Scorer:
     model: bytes of a pickled nn.Module (``kind="module"``: softmax of its logits, ``tta`` adds
     the flip) or of an exported model.ts with its preprocess.json as ``pre``, model.onnx's bytes as
     ``onnx`` and the Classifier's ``backend`` (``kind="torchscript"``).
-    A batch {"path", "bytes"} becomes {"path", "error", "p0".."p{K-1}"}: error "" for a scored
-    file, else the reason, with NaN scores."""
+    A batch {"i", "path"} or {"path", "bytes"} becomes {"i" or "path", "error", "p0".."p{K-1}"}:
+    error "" for a scored file, else the reason, with NaN scores."""
 
     def __init__(self, model: bytes, kind: str, hw: tuple[int, int], channels: int, tta: bool, k: int,
                  batch_size: int, threads: int, pre: dict | None = None, onnx: bytes | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", cwd: str = ""):
+        from .cache import decoder
+
+        self.kind, self.tta, self.k, self.batch_size = kind, tta, k, batch_size
+        self.decode = decoder(tuple(hw), channels)
+        self.cwd = cwd  # the driver's working folder: relative paths are read from there
+        self.session = None
+        if kind == "torchscript" and onnx is not None and backend != "torchscript" and not _assigned_gpus():
+            from . import onnx_scoring
+
+            self.session = onnx_scoring.session(onnx, threads)  # as the local Classifier scores on the CPU
+            return
         import warnings
 
+        import torch
+
         from . import device as devices
-        from .cache import decoder
 
         torch.set_num_threads(threads)
         self.device = devices.use("auto")  # a GPU when this actor was given one
@@ -91,36 +117,42 @@ class Scorer:
             buf = io.BytesIO(model)
             self.model = torch.jit.load(buf, map_location="cpu") if kind == "torchscript" else \
                 torch.load(buf, map_location="cpu", weights_only=False)  # fmt: skip
-        self.kind, self.tta, self.k, self.batch_size = kind, tta, k, batch_size
-        if kind == "torchscript":  # scored as the local Classifier scores: ONNX Runtime on the CPU when shipped
+        if kind == "torchscript":  # scored as the local Classifier scores (TorchScript on a GPU)
             from .predict import Classifier
 
             self.model = Classifier(self.model, pre, onnx, backend)
-        self.decode = decoder(tuple(hw), channels)
 
     def probs(self, images: np.ndarray) -> np.ndarray:
         """(n, C, H, W) uint8 -> (n, K) float32, as the local engine computes them."""
+        if self.session is not None:
+            from . import onnx_scoring
+
+            return onnx_scoring.probs(self.session, images, self.k)  # in the local engine's passes
         if self.kind == "torchscript":
-            return self.model.probs_array(images)  # in the local engine's passes
+            return self.model.probs_array(images)
         from .fixmatch import predict_probs
 
         return predict_probs(self.model, images, self.batch_size, tta=self.tta).numpy()
 
     def __call__(self, batch: dict) -> dict:
+        """{"i", "path"} (local files, read here; a relative path from the driver's folder ``cwd``) or
+        {"path", "bytes"} (read_binary_files) -> {"i" or "path", "error", "p0".."p{K-1}"}."""
         from .cache import read_file
 
+        key = "i" if "i" in batch else "path"
         good, arrays, bad = [], [], []
-        for i, path in enumerate(batch["path"]):
+        for j, path in enumerate(batch["path"]):
             try:
-                data = bytes(batch["bytes"][i]) if "bytes" in batch else read_file(str(path))
+                data = bytes(batch["bytes"][j]) if "bytes" in batch else read_file(os.path.join(self.cwd, str(path)))
                 arrays.append(self.decode(str(path), data))
-                good.append(str(path))
+                good.append(j)
             except (OSError, ValueError) as exc:
-                bad.append((str(path), f"{exc.__class__.__name__}: {exc}"))
+                bad.append((j, f"{exc.__class__.__name__}: {exc}"))
         probs = self.probs(np.stack(arrays)) if arrays else np.zeros((0, self.k), np.float32)
         probs = np.concatenate([probs.astype(np.float32), np.full((len(bad), self.k), np.nan, np.float32)])
-        out = {"path": np.array(good + [p for p, _ in bad], dtype=object),
-               "error": np.array([""] * len(good) + [r for _, r in bad], dtype=object)}
+        rows = good + [j for j, _ in bad]
+        ids = batch[key][rows] if key == "i" else np.array([str(batch["path"][j]) for j in rows], dtype=object)
+        out = {key: ids, "error": np.array([""] * len(good) + [r for _, r in bad], dtype=object)}
         return out | {f"p{j}": probs[:, j] for j in range(self.k)}
 
 
@@ -133,29 +165,49 @@ def score(model: bytes, kind: str, paths: list[Path], hw: tuple[int, int], chann
     if not paths:
         return [], np.zeros((0, k), np.float32), []
     workers = workers or rc.workers
-    ds = _files(ray, [os.fspath(p) if "://" in os.fspath(p) else _where(p) for p in paths], rc)
+    ds = _files(ray, [os.fspath(p) for p in paths], rc)
     ds = ds.map_batches(Scorer, fn_constructor_kwargs=dict(model=model, kind=kind, hw=tuple(hw), channels=channels,
                                                            tta=tta, k=k, batch_size=rc.batch_size, threads=rc.threads,
-                                                           pre=pre, onnx=onnx, backend=backend),
+                                                           pre=pre, onnx=onnx, backend=backend, cwd=os.getcwd()),
                         compute=ray.data.ActorPoolStrategy(size=workers), batch_size=rc.batch_size,
                         num_cpus=rc.worker_cpus,
                         num_gpus=_gpus(ray, rc), batch_format="numpy")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pseudolabel-ray-") as shards:
-        for i, batch in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):  # streamed back
-            np.savez(Path(shards) / f"{i:06d}.npz", **{c: v.astype(str) if v.dtype == object else v for c, v in batch.items()})
+        held, rows, n = [], 0, 0
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):  # streamed back
+            held.append(batch)
+            rows += len(batch["error"])
+            if rows >= SHARD_ROWS:
+                write_shard(Path(shards) / f"{n:06d}.npz", held, k)
+                held, rows, n = [], 0, n + 1
+        if held:
+            write_shard(Path(shards) / f"{n:06d}.npz", held, k)
         return merge(sorted(Path(shards).glob("*.npz")), paths, k)
 
 
+SHARD_ROWS = 65536  # results per shard file: few files to write and merge, little held in memory
+
+
+def write_shard(path: Path, batches: list[dict], k: int) -> None:
+    """Blocks of results as one .npz: "i" (rows of the paths asked for) or "path" (URIs), "p" (n, K)
+    float32, and the unreadable rows' positions and reasons ("bad", "reason")."""
+    errors = [e for b in batches for e in b["error"]]
+    bad = np.flatnonzero(np.array([bool(e) for e in errors], dtype=bool))
+    key = "i" if "i" in batches[0] else "path"
+    ids = np.concatenate([b[key] for b in batches])
+    np.savez(path, **{key: ids.astype(np.int64) if key == "i" else ids.astype(str)},
+             p=np.concatenate([np.stack([b[f"p{j}"] for j in range(k)], 1) for b in batches]).astype(np.float32),
+             bad=bad, reason=np.array([str(errors[j]) for j in bad], dtype=str))  # fmt: skip
+
+
 def _where(path) -> str:
-    """A path as the shards name it: absolute for a local file, a URI (s3://...) as given."""
+    """A URI as read_binary_files names its rows: a file:// one as its local path, any other as given."""
     text = os.fspath(path)
-    if text.startswith("file://"):
-        return text[len("file://") :]  # what read_binary_files names a local file
-    return text if "://" in text else os.path.abspath(text)
+    return text[len("file://") :] if text.startswith("file://") else text
 
 
 def _files(ray, paths: list[str], rc: RayConfig):
-    """A dataset of the files to score. Local files: rows of paths that the actors read themselves
+    """A dataset of the files to score. Local files: rows {"i", "path"} that the actors read themselves
     (measured 15-19 k files/s here, where ``read_binary_files`` manages 2 k: its per-file cost, not
     the actors, would bound the speed); URIs (s3://, gs://, ...): ``read_binary_files`` tasks."""
     if any("://" in p for p in paths):
@@ -163,27 +215,34 @@ def _files(ray, paths: list[str], rc: RayConfig):
     import pyarrow as pa
 
     step = max(rc.batch_size, 4096)
-    return ray.data.from_arrow([pa.table({"path": paths[i : i + step]}) for i in range(0, len(paths), step)])
+    return ray.data.from_arrow([pa.table({"i": np.arange(i, min(i + step, len(paths)), dtype=np.int64),
+                                          "path": paths[i : i + step]}) for i in range(0, len(paths), step)])
 
 
 def merge(shards: list[Path], paths: list[Path], k: int) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
-    """The shards' rows ({"path", "error", "p0"..}) put back in the order of ``paths``."""
-    parts = [np.load(f) for f in shards]
-    names = [str(p) for part in parts for p in part["path"]]
-    errors = [str(e) for part in parts for e in part["error"]]
-    probs = np.concatenate([np.stack([part[f"p{j}"] for j in range(k)], 1) for part in parts]) if parts else None
-    by_path = {p: i for i, p in enumerate(names)}
-    kept, rows, bad = [], [], []
-    for p in paths:
-        i = by_path.get(_where(p))
-        if i is None:
-            bad.append((p, "not returned by Ray"))
-        elif errors[i]:
-            bad.append((p, errors[i]))
-        else:
-            kept.append(p)
-            rows.append(i)
-    return kept, probs[rows].astype(np.float32) if rows else np.zeros((0, k), np.float32), bad
+    """The shards' rows put back in the order of ``paths``: (readable paths, their (n, K) probabilities,
+    [(unreadable path, reason)])."""
+    probs = np.zeros((len(paths), k), np.float32)
+    state = np.zeros(len(paths), np.int8)  # 0 not returned, 1 scored, 2 unreadable
+    reasons: dict[int, str] = {}
+    by_path = None
+    for f in shards:
+        part = np.load(f)
+        if "i" in part:
+            rows = part["i"]
+        else:  # URIs: matched by the name read_binary_files gives
+            by_path = by_path if by_path is not None else {_where(p): j for j, p in enumerate(paths)}
+            rows = np.array([by_path.get(str(p), -1) for p in part["path"]], dtype=np.int64)
+        ok = rows >= 0
+        probs[rows[ok]] = part["p"][ok]
+        state[rows[ok]] = 1
+        for j, reason in zip(part["bad"].tolist(), part["reason"].tolist()):
+            if rows[j] >= 0:
+                state[rows[j]] = 2
+                reasons[int(rows[j])] = reason
+    kept = [p for p, s in zip(paths, state.tolist()) if s == 1]
+    bad = [(paths[j], reasons[j] if s == 2 else "not returned by Ray") for j, s in enumerate(state.tolist()) if s != 1]
+    return kept, probs[state == 1], bad
 
 
 def _array_ref(x: np.ndarray):
@@ -208,6 +267,7 @@ def _train_loop(config: dict) -> None:
 
     import ray.train
     import ray.train.torch
+    import torch
     from torch.nn.parallel import DistributedDataParallel
 
     from . import device as devices
@@ -240,6 +300,7 @@ def fit_fixmatch(module: torch.nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_
     On a cluster the pool cache (a memmap) must be on storage every node sees."""
     import json
 
+    import torch
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .device import Device, current
+from .onnx_scoring import read_in_order, whole_file
 
 
 class ArrayBatches(Dataset):
@@ -105,36 +106,13 @@ def to_device(batch: torch.Tensor, device: Device | None = None) -> torch.Tensor
     return batch.to(device.torch, non_blocking=True).float().div_(255.0)
 
 
-def _whole_file(images: np.ndarray) -> str | None:
-    """The file behind ``images`` when it is a whole-file memmap (the pool cache), else None."""
-    name = getattr(images, "filename", None)
-    if not isinstance(images, np.memmap) or not name or images.offset:
-        return None
-    try:
-        return name if os.path.getsize(name) == images.nbytes and images.flags.c_contiguous else None
-    except OSError:
-        return None
-
-
-def _read_in_order(path: str, shape: tuple, batch_size: int):
-    """(B, C, H, W) uint8 batches read from ``path`` with plain reads: a scan maps no page of the
-    file, so the process's memory stays that of one batch whatever the file's size. The batches share
-    one buffer: each is valid until the next is read (:func:`to_device` copies it first)."""
-    row = int(np.prod(shape[1:]))
-    buf = torch.empty((min(batch_size, shape[0]), *shape[1:]), dtype=torch.uint8)  # one buffer, refilled
-    with open(path, "rb", buffering=0) as f:
-        for i in range(0, shape[0], batch_size):
-            n = min(batch_size, shape[0] - i)
-            f.readinto(memoryview(buf.numpy()).cast("B")[: n * row])
-            yield buf[:n]
-
-
 def raw_batches(images: np.ndarray, batch_size: int, workers: int = 0, device: Device | None = None):
     """Every row of ``images`` in order, as (B, C, H, W) uint8 CPU tensors (a whole-file memmap is
     read with plain reads into one reused buffer: each batch is valid until the next)."""
-    path = _whole_file(images)
+    path = whole_file(images)
     if path is not None:
-        yield from _read_in_order(path, images.shape, batch_size)
+        for batch in read_in_order(path, images.shape, batch_size):
+            yield torch.from_numpy(batch)  # shares the buffer: to_device copies it first
         return
     for batch, _ in loader(images, InOrder(len(images), batch_size), workers, device):
         yield batch
