@@ -6,7 +6,6 @@ random permutations (USB's sampler), so a budget in steps costs the same whateve
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
