@@ -17,7 +17,6 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from .progress import bar as progress_bar
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 

@@ -3,7 +3,6 @@ and the two learning-rate groups."""
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from pseudolabel.config import Config, StagedConfig, with_overrides
 from pseudolabel.data import Problems, load_pool
