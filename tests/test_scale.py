@@ -217,6 +217,29 @@ def test_decoding_in_worker_processes_equals_decoding_here(small_pool, tmp_path,
     assert np.array_equal(np.asarray(there[10]), load_image(small_pool / meta_there["names"][10], 24, 1))
 
 
+class PidDecoder:
+    """Decodes any file to a (1, 1, 4) array holding the deciding process's pid: who decoded what."""
+
+    def __call__(self, name: str, data: bytes) -> np.ndarray:
+        return np.frombuffer(np.array([os.getpid()], dtype="<u4").tobytes(), np.uint8).reshape(1, 1, 4).copy()
+
+
+@pytest.mark.parametrize("payoff,forks", [(1e9, False), (0.0, True)])
+def test_decoding_workers_start_only_when_the_files_would_take_long_here(tmp_path, monkeypatch, payoff, forks):
+    import pseudolabel.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "PAYOFF_S", payoff)  # what the first chunk's timing is weighed against
+    monkeypatch.setattr(cache_mod, "decode_workers", lambda n: 2)
+    files = []
+    for i in range(600):
+        (tmp_path / f"{i:04d}.bin").write_bytes(b"x")
+        files.append((f"{i:04d}.bin", os.fspath(tmp_path / f"{i:04d}.bin")))
+    images, meta = decode_cached(files, (1, 4), 1, None, PidDecoder(), False)
+    pids = np.frombuffer(np.ascontiguousarray(images).tobytes(), "<u4")
+    assert len(meta["names"]) == 600 and set(pids[: cache_mod.CHUNK]) == {os.getpid()}  # the timed first chunk
+    assert (set(pids[cache_mod.CHUNK :]) != {os.getpid()}) == forks
+
+
 def test_a_killed_cache_build_leaves_nothing_behind(small_pool, tmp_path):
     names, _ = list_images(small_pool)
     files = [(n, small_pool / n) for n in names[:20]]
