@@ -219,6 +219,8 @@ def measure(n: int, root: Path, model: Path, ray: bool = True) -> dict:
     row["cache_reuse_s"] = child(CACHE.format(pool=str(pool), cache=str(cache)))["seconds"]
     s = child(SCORE.format(pool=str(pool), cache=str(cache)))
     row.update(score_ips=n / s["seconds"], score_rss_mb=s["rss_mb"])
+    # before the Ray rows: a local Ray shutting down in the background would slow the steps
+    row["retrain_s_per_step"] = child(STEP.format(pool=str(pool), cache=str(cache)))["s_per_step"]
     for key in ("predict_cold", "predict"):  # the first decodes into the cache, the second reads it
         p = child(PREDICT.format(pool=str(pool), model=str(model), csv=str(root / f"pred{n}.csv"),
                                  pcache=str(root / f"pcache{n}")))  # fmt: skip
@@ -231,7 +233,6 @@ def measure(n: int, root: Path, model: Path, ray: bool = True) -> dict:
                 row.update({f"ray{w}_ips": n / r["seconds"], f"ray{w}_rss_mb": r["rss_mb"],
                             f"ray{w}_worker_rss_mb": r["worker_rss_mb"]})  # fmt: skip
         row["ray_speedup"] = row["ray2_ips"] / row["ray1_ips"]
-    row["retrain_s_per_step"] = child(STEP.format(pool=str(pool), cache=str(cache)))["s_per_step"]
     row.update({f"review_{k}": v for k, v in review_latency(pool, root / f"review{n}").items()})
     shutil.rmtree(root / f"review{n}", ignore_errors=True)
     return row
