@@ -185,6 +185,8 @@ class Config:
     engine: str = "local"  # who scores the pool and trains the final model: "local" (this process) or "ray"
     threshold: float | tuple[float, ...] = 0.8  # decided as class c when both models' top class is c and each
     # top probability is >= this; one number for both models or one per model, in the order of `models`
+    vote_alpha: float = 0.05  # a seed model votes only if its validation accuracy beats always naming the most
+    # common validation class (one-sided binomial test, p <= this); else the vote decides nothing. 1 = no check
     teacher_conf: float = 0.8  # the second model also learns from pool images the first gives a top probability >= this
     student_max: int = 1500  # at most this many such pool images (random, seeded); 0 = seeds only
     review_curve: str | None = None  # a measured review-effort curve (JSON by benchmarks/review_curve.py) that the

@@ -32,6 +32,8 @@ def validate(cfg: Config) -> None:
     _validate_normalize(cfg)
     if cfg.n_train < 2:
         raise ValueError(f"n_train must be at least 2, got {cfg.n_train!r}")
+    if not 0.0 < cfg.vote_alpha <= 1.0:
+        raise ValueError(f"vote_alpha must be in (0, 1], got {cfg.vote_alpha!r}")
     if not 0.0 < cfg.teacher_conf <= 1.0:
         raise ValueError(f"teacher_conf must be in (0, 1], got {cfg.teacher_conf!r}")
     if cfg.student_max < 0:

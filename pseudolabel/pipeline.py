@@ -25,7 +25,7 @@ from .metrics import model_metrics
 from .models import SeedModel, create_seed_model, norm_stats
 from .progress import bar as progress_bar
 from .runstate import folder_counts, output_lock, prepare_output, publish, write_manifest
-from .vote import UNCLEAR, Votes, check_threshold, confident, vote
+from .vote import UNCLEAR, Votes, chance_test, check_threshold, confident, vote
 
 
 @dataclass
@@ -52,6 +52,8 @@ class RunResult:
     metrics: dict[str, dict] = field(default_factory=dict)
     n_student: int = 0  # pool images the second model learned from
     issues: dict[str, str] = field(default_factory=dict)  # image -> why its label looks wrong (queued first)
+    chance: dict[str, dict] = field(default_factory=dict)  # model -> vote.chance_test on the validation split
+    trusted: bool = True  # every seed model beat chance (vote_alpha): else the vote decided nothing
 
 
 def load_inputs(cfg: Config, problems: Problems, progress: bool) -> tuple[Config, Pool, Seeds]:
@@ -171,6 +173,25 @@ def check_labels(cfg: Config, pool: Pool, seeds: Seeds, decision: np.ndarray, ra
     return (*requeue(decision, rank, full_flag, full_quality), issues)
 
 
+def chance_tests(cfg: Config, scores: dict[str, np.ndarray], pool: Pool, seeds: Seeds) -> dict[str, dict]:
+    """{model: :func:`vote.chance_test` of its (N, K) scores on the seed validation split}."""
+    idx = pool.index()
+    vi = np.array([idx[n] for n in seeds.val], dtype=np.int64)
+    y = np.array([seeds.labels[n] for n in seeds.val], dtype=np.int64)
+    return {name: chance_test(y, p[vi]) for name, p in scores.items()}
+
+
+def voters_trusted(cfg: Config, chance: dict[str, dict]) -> bool:
+    """Whether every seed model beats chance at ``cfg.vote_alpha``; a line on stderr when one does not."""
+    weak = [f"{m} ({c['correct']} of {c['n']} validation images right, p = {c['p']:.2g})"
+            for m, c in chance.items() if c["p"] > cfg.vote_alpha]  # fmt: skip
+    if weak and cfg.vote_alpha < 1.0:
+        print(f"warning: no better than chance at vote_alpha {cfg.vote_alpha}: {', '.join(weak)}; the vote decides "
+              "nothing and every pool image goes to unclear/", file=sys.stderr)  # fmt: skip
+        return False
+    return True
+
+
 def seed_metrics(cfg: Config, models: list[SeedModel], scores: dict[str, np.ndarray], pool: Pool, seeds: Seeds
                  ) -> dict[str, dict]:
     """Each model on the seed validation split (:func:`metrics.model_metrics`), with params and seconds."""
@@ -242,7 +263,9 @@ def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: P
         t = time.perf_counter()
         run_eda(cfg, partial, pool, seeds, models[0])
         seconds["EDA"] = time.perf_counter() - t
-    votes = vote(*scores.values(), threshold=cfg.threshold)
+    chance = chance_tests(cfg, scores, pool, seeds)
+    trusted = voters_trusted(cfg, chance)
+    votes = vote(*scores.values(), threshold=cfg.threshold, trusted=trusted)
     t = time.perf_counter()
     decision = final_decisions(pool, seeds, votes)
     decision, rank, issues = check_labels(cfg, pool, seeds, decision, votes.rank, progress)
@@ -250,7 +273,8 @@ def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: P
     seconds["label check"] = time.perf_counter() - t
     t = time.perf_counter()
     metrics = seed_metrics(cfg, models, scores, pool, seeds)
-    result = RunResult(partial, pool.names, scores, votes, decision, seconds, metrics, n_student, issues)
+    result = RunResult(partial, pool.names, scores, votes, decision, seconds, metrics, n_student, issues, chance,
+                       trusted)
     write_outputs(cfg, partial, pool, seeds, result, problems)
     report.curves_plot({m.name: m.history for m in models}, partial / "curves.png")
     seconds["write"] = time.perf_counter() - t
@@ -289,6 +313,7 @@ def _summary(cfg: Config, seeds: Seeds, res: RunResult) -> dict:
         "n_train": len(seeds.train), "n_val": len(seeds.val), "agreement": float(1 - res.votes.disagree.mean()),
         "disagree": int(res.votes.disagree.sum()), "seconds": res.seconds, "issues": res.issues,
         "label_folds": cfg.label_check.folds, "metrics": res.metrics,
+        "chance": res.chance, "vote_alpha": cfg.vote_alpha, "trusted": res.trusted,
     }  # fmt: skip
 
 

@@ -237,7 +237,7 @@ def render(run_dir: Path) -> Path:
         f"# Run report: {s['pipeline']}",
         f"{total} pool images in {len(s['classes'])} classes, {s['n_seed']} seed labels ({s['n_train']} train, "
         f"{s['n_val']} validation). An image is decided when {s['rule']}.",
-        *where, _table(["folder", "images", "share"], rows),
+        *_untrusted_note(s), *where, _table(["folder", "images", "share"], rows),
         f"\nThe two models' top classes agree for **{100 * s['agreement']:.1f} %** of the pool; "
         f"{s['disagree']} images are disagreements and head the unclear queue.",
         "![scatter](scatter.png)",
@@ -263,6 +263,19 @@ ISSUES_TITLE = "## Likely label errors"
 FINAL_TITLE = "## Final model"
 RESORT_TITLE = "## Re-sorted by the final model"
 AUDIT_TITLE = "## Audit: the machine-made folders, checked by a person"
+
+
+def _untrusted_note(s: dict) -> list[str]:
+    """A warning when a seed model was no better than chance, so that the vote decided nothing."""
+    if s.get("trusted", True):
+        return []
+    weak = [f"{m} got {c['correct']} of {c['n']} validation images right, where always naming the most common "
+            f"class gets {100 * c['baseline']:.0f} % (p = {c['p']:.2g})"
+            for m, c in s["chance"].items() if c["p"] > s["vote_alpha"]]  # fmt: skip
+    return [f"> **The vote decided nothing:** {'; '.join(weak)}. A model no better than chance (one-sided binomial "
+            f"test at `vote_alpha` {s['vote_alpha']}) makes the two models' agreement meaningless, so every pool "
+            "image is in `unclear/` and only the seed labels fill the class folders. More seed labels, pretrained "
+            "weights (`--pretrained`) or a stronger second model would help."]
 
 
 def _seed_section(s: dict) -> list[str]:

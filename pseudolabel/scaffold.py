@@ -98,6 +98,8 @@ def pipeline_text(name: str, images: Path, labels: Path | None, info: dict, clas
         f"threshold: {'[0.98, 0.55]' if k == 2 else '[0.9, 0.5]'}  # decided when both seed models' top class "
         "agrees with at least this confidence (yolov8-cls, resnet50); lower gives fewer unclear images",
         "models: [yolov8-cls, resnet50]  # the two voters; the first learns from the whole pool and teaches the second",
+        "vote_alpha: 0.05  # a seed model no better than chance on the validation labels (binomial test) stops "
+        "the vote: everything goes to unclear/",
         "teacher_conf: 0.8  # resnet50 also learns from pool images yolov8-cls scores at least this confidently",
         f"student_max: {min(3000, n)}  # ...at most this many of them",
         "yolo:  # the first seed model, YOLOv8-cls",

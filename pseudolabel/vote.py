@@ -6,6 +6,7 @@ P(class 1) <= 1 - threshold (threshold = 0.5 + margin).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,13 +72,34 @@ def confident(p: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     return c, p[np.arange(len(p)), c] >= threshold
 
 
-def vote(probs_a: np.ndarray, probs_b: np.ndarray, *, threshold: float | tuple[float, float]) -> Votes:
+def chance_test(y: np.ndarray, probs: np.ndarray) -> dict:
+    """Is a model better than chance on its validation images? (N,) true classes, (N, K)
+    probabilities -> {"n", "correct", "baseline": the share of the most common class (what always
+    naming it scores), "p": one-sided binomial P(at least ``correct`` right out of n at ``baseline``)}."""
+    y = np.asarray(y)
+    n = len(y)
+    if n == 0:
+        return {"n": 0, "correct": 0, "baseline": 1.0, "p": 1.0}
+    correct = int((top_class(as_probs(probs)) == y).sum())
+    base = float(np.bincount(y).max() / n)
+    if base >= 1.0:
+        return {"n": n, "correct": correct, "baseline": base, "p": 1.0}
+    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(base) +
+                 (n - i) * math.log1p(-base) for i in range(correct, n + 1)]  # fmt: skip
+    top = max(log_terms)
+    return {"n": n, "correct": correct, "baseline": base,
+            "p": float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms)))}
+
+
+def vote(probs_a: np.ndarray, probs_b: np.ndarray, *, threshold: float | tuple[float, float],
+         trusted: bool = True) -> Votes:
     """Decide each image from two models' (N, K) probabilities.
 
     An image is class c when both models' top class is c and each top probability is >= that
     model's threshold (one number, or (threshold of A, threshold of B)); otherwise it is unclear
-    (-1). The unclear queue puts disagreements first, then the least confident: the smallest gap
-    between the top two classes of the two models' mean probabilities.
+    (-1). ``trusted`` False (a model no better than chance, see :func:`chance_test`): nothing is
+    decided, every image is queued. The unclear queue puts disagreements first, then the least
+    confident: the smallest gap between the top two classes of the two models' mean probabilities.
     """
     ta, tb = check_threshold(threshold, 2)
     a, b = as_probs(probs_a, "probs_a"), as_probs(probs_b, "probs_b")
@@ -85,7 +107,7 @@ def vote(probs_a: np.ndarray, probs_b: np.ndarray, *, threshold: float | tuple[f
         raise ValueError(f"probs_a and probs_b differ in shape: {a.shape} vs {b.shape}")
     ca, sure_a = confident(a, ta)
     cb, sure_b = confident(b, tb)
-    decision = np.where((ca == cb) & sure_a & sure_b, ca, UNCLEAR).astype(np.int64)
+    decision = np.where((ca == cb) & sure_a & sure_b & trusted, ca, UNCLEAR).astype(np.int64)
     disagree = ca != cb
     queued = np.flatnonzero(decision == UNCLEAR)
     mean = (a + b) / 2

@@ -22,6 +22,8 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("margin: 0.7\n", "margin"),  # the binary margin of earlier releases is still read, and checked
         ("margin: [0.4, 0.6]\n", "margin"),
         ("threshold: 0\n", r"threshold must be in \(0, 1\]"),
+        ("vote_alpha: 0\n", r"vote_alpha must be in \(0, 1\], got 0"),
+        ("vote_alpha: 1.5\n", r"vote_alpha must be in \(0, 1\], got 1.5"),
         ("threshold: [0.9, 0.8, 0.7]\n", "one per model"),
         ("classes: [a]\n", "classes"),
         ("classes: closed\n", "classes must be a list, got 'closed'"),

@@ -57,3 +57,17 @@ def test_check_output_refuses_existing_folder(tmp_path):
 def test_vote_rule_in_words():
     rule = vote_rule(Config(threshold=(0.98, 0.55)))
     assert rule == "both models' top class is the same, with top probability yolov8-cls ≥ 0.98 and resnet50 ≥ 0.55"
+
+
+@pytest.mark.parametrize("alpha,trusted", [(0.05, False), (0.5, True), (1.0, True)])
+def test_a_seed_model_no_better_than_chance_stops_the_vote(capsys, alpha, trusted):
+    import dataclasses
+
+    from pseudolabel.pipeline import voters_trusted
+
+    chance = {"yolov8-cls": {"n": 50, "correct": 18, "baseline": 0.1, "p": 1e-6},
+              "resnet50": {"n": 50, "correct": 6, "baseline": 0.1, "p": 0.38}}
+    assert voters_trusted(dataclasses.replace(Config(), vote_alpha=alpha), chance) == trusted
+    err = capsys.readouterr().err
+    assert ("resnet50 (6 of 50 validation images right, p = 0.38)" in err) == (not trusted)
+    assert "yolov8-cls" not in err

@@ -74,3 +74,15 @@ def test_the_report_is_rendered_from_each_stages_json(tmp_path, final, resorted)
     assert ("17 images: accuracy 1.000" in text and "1 of 2 from the cache" in text) == final
     assert ("Now, after `pseudolabel resort`:** `red/` 6, `green/` 3, `blue/` 1, `unclear/` 0" in text) == resorted
     assert ("red >= 0.9, green >= 0.9, blue >= 0.8" in text) == resorted
+
+
+@pytest.mark.parametrize("p_m2,noted", [(0.38, True), (0.01, False)])
+def test_the_report_says_when_a_model_no_better_than_chance_stopped_the_vote(tmp_path, p_m2, noted):
+    chance = {"m1": {"n": 50, "correct": 18, "baseline": 0.1, "p": 1e-6},
+              "m2": {"n": 50, "correct": 6, "baseline": 0.1, "p": p_m2}}
+    summary = {**SUMMARY, "chance": chance, "vote_alpha": 0.05, "trusted": not noted}
+    (tmp_path / RUN_SUMMARY).write_text(json.dumps(summary))
+    text = render(tmp_path).read_text()
+    assert ("**The vote decided nothing:** m2 got 6 of 50 validation images right, where always naming the most "
+            "common class gets 10 % (p = 0.38)" in text) == noted
+    assert "m1 got" not in text

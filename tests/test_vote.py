@@ -84,3 +84,43 @@ def test_top_class_breaks_ties_to_the_higher_index():
 def test_vote_rejects_bad_input(a, b, threshold, match):
     with pytest.raises(ValueError, match=match):
         vote(np.array(a), np.array(b), threshold=threshold)
+
+
+def _scores_with(correct: int, y: np.ndarray, k: int) -> np.ndarray:
+    """(N, K) probabilities whose top class is right for the first ``correct`` of ``y``, wrong after."""
+    top = np.where(np.arange(len(y)) < correct, y, (y + 1) % k)
+    return np.eye(k)[top] * 0.7 + 0.3 / k
+
+
+# (true classes, how many the model gets right, K)
+CHANCE = [
+    (np.arange(50) % 10, 6, 10),  # CIFAR-10's seed split: 6 of 50 where 5 is chance
+    (np.arange(50) % 10, 18, 10),  # 36 %: far above chance
+    (np.array([0] * 9 + [1] * 8), 17, 2),  # the eyes split, all right
+    (np.array([0] * 9 + [1] * 8), 12, 2),
+    (np.array([0] * 30 + [1] * 10), 30, 2),  # always naming the common class is the baseline: p near 1
+    (np.array([2] * 7), 7, 3),  # one class only: nothing to beat
+]
+
+
+@pytest.mark.parametrize("y,correct,k", CHANCE)
+def test_chance_test_is_scipys_one_sided_binomial_tail(y, correct, k):
+    from scipy.stats import binom
+
+    from pseudolabel.vote import chance_test
+
+    c = chance_test(y, _scores_with(correct, y, k))
+    base = np.bincount(y).max() / len(y)
+    assert c["n"] == len(y) and c["correct"] == correct and c["baseline"] == pytest.approx(base)
+    want = 1.0 if base == 1.0 else binom.sf(correct - 1, len(y), base)
+    assert c["p"] == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+def test_an_untrusted_vote_decides_nothing_and_queues_every_image():
+    rng = np.random.default_rng(0)
+    a, b = rng.dirichlet([1, 1, 1], 40), rng.dirichlet([1, 1, 1], 40)
+    a[:10] = b[:10] = [0.98, 0.01, 0.01]  # would be decided as class 0
+    trusted, untrusted = vote(a, b, threshold=0.5), vote(a, b, threshold=0.5, trusted=False)
+    assert (trusted.decision[:10] == 0).all()
+    assert (untrusted.decision == UNCLEAR).all() and sorted(untrusted.rank) == list(range(1, 41))
+    assert (untrusted.disagree == trusted.disagree).all()
