@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import report, runstate, sort
-from .config import Config, dump_config
 from .cache import cache_dir
+from .config import Config, dump_config
 from .data import Pool, Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
 from .label_issues import cnn_fit_predict, find_issues, issue_note, out_of_fold_probs, requeue
 from .metrics import model_metrics
