@@ -215,7 +215,7 @@ ROWS = {  # name: what it means for a user choosing a tool
 
 
 def table(rows: dict[str, dict], binary: bool) -> str:
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f} %"  # noqa: E731  (NaN: no dev image there)
     lines = [f"| method | accuracy | {'EER' if binary else 'macro F1'} | folder precision | unclear share | seconds |",
              "|---|---|---|---|---|---|"]
     for name, r in rows.items():
