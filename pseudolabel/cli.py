@@ -264,7 +264,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Classifier, collect_paths, show
+    from .predict import Classifier, collect_paths, csv_rows, show
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
@@ -326,20 +326,6 @@ def predict_labels(probs: np.ndarray, classes: list[str], threshold: float | Non
         return [classes[int(c)] for c in top], s
     top = top_class(probs)
     return [classes[int(c)] for c in top], probs[np.arange(len(probs)), top]
-
-
-def csv_rows(paths: list, labels: list[str], scores: np.ndarray, probs: np.ndarray) -> str:
-    """predict's CSV lines, "image,label,score,p_<class>..." each, six decimals (one format per row:
-    a million rows take about a second)."""
-    row = "%s,%s,%.6f" + ",%.6f" * probs.shape[1] + "\n"
-    fields = {lab: _csv_field(lab) for lab in set(labels)}
-    return "".join(row % (_csv_field(str(p)), fields[lab], s, *ps)
-                   for p, lab, s, ps in zip(paths, labels, scores.tolist(), probs.tolist()))  # fmt: skip
-
-
-def _csv_field(text: str) -> str:
-    """A CSV field, quoted when it holds a comma, a quote or a line break."""
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
 
 
 def build_parser() -> argparse.ArgumentParser:

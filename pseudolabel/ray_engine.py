@@ -209,14 +209,18 @@ def _where(path) -> str:
 def _files(ray, paths: list[str], rc: RayConfig):
     """A dataset of the files to score. Local files: rows {"i", "path"} that the actors read themselves
     (measured 15-19 k files/s here, where ``read_binary_files`` manages 2 k: its per-file cost, not
-    the actors, would bound the speed); URIs (s3://, gs://, ...): ``read_binary_files`` tasks."""
+    the actors, would bound the speed), in blocks of 4,096 rows; URIs (s3://, gs://, ...):
+    ``read_binary_files`` tasks."""
     if any("://" in p for p in paths):
         return ray.data.read_binary_files(paths, include_paths=True, num_cpus=rc.read_cpus)
     import pyarrow as pa
 
     step = max(rc.batch_size, 4096)
-    return ray.data.from_arrow([pa.table({"i": np.arange(i, min(i + step, len(paths)), dtype=np.int64),
-                                          "path": paths[i : i + step]}) for i in range(0, len(paths), step)])
+    blocks = [pa.table({"i": np.arange(i, min(i + step, len(paths)), dtype=np.int64), "path": paths[i : i + step]})
+              for i in range(0, len(paths), step)]  # fmt: skip
+    # from_blocks describes the blocks here; from_arrow runs a remote task per block to do it (~1 s at 400 k)
+    from_blocks = getattr(ray.data, "from_blocks", None)
+    return from_blocks(blocks) if from_blocks is not None else ray.data.from_arrow(blocks)
 
 
 def merge(shards: list[Path], paths: list[Path], k: int) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:

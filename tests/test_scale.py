@@ -300,3 +300,46 @@ def test_onnx_backend_on_the_cpu_matches_torchscript(tmp_path, k, channels, hw):
         Classifier.load(tmp_path, backend="onnx")
     with pytest.raises(ValueError, match="backend must be one of"):
         Classifier.load(tmp_path, backend="tensorrt")
+
+
+def _percent_format_rows(paths, labels, scores, probs) -> str:
+    """predict's CSV as a "%.6f" per number writes it: the reference for the fast formatter."""
+    def field(text):
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
+
+    row = "%s,%s,%.6f" + ",%.6f" * probs.shape[1] + "\n"
+    return "".join(row % (field(str(p)), field(lab), s, *ps)
+                   for p, lab, s, ps in zip(paths, labels, scores.tolist(), probs.tolist()))  # fmt: skip
+
+
+@pytest.mark.parametrize("k,dtype,special", [
+    (2, np.float32, "ties"),  # exact halves of the 6th decimal, and near ones: rounded as "%.6f" rounds them
+    (3, np.float32, "quotes"),  # names with commas, quotes and line breaks
+    (10, np.float32, "none"),
+    (2, np.float64, "none"),  # not float32: the per-row format
+    (3, np.float32, "nan"),  # a NaN: the per-row format
+    (2, np.float32, "negative zero"),  # "-0.000000": the per-row format
+])  # fmt: skip
+def test_predict_csv_rows_equal_a_percent_format(k, dtype, special):
+    from pathlib import Path
+
+    from pseudolabel.predict import csv_rows
+
+    rng = np.random.default_rng(k)
+    probs = rng.random((3000, k)).astype(np.float32)
+    probs /= probs.sum(1, keepdims=True)
+    if special == "ties":
+        probs[:64, 0] = (np.arange(64, dtype=np.float32) * 2 + 1) / 128  # odd / 128: exactly n + 0.5 millionths
+        probs[400:800, 0] = np.float32(0.1234565) + np.arange(400, dtype=np.float32) * np.float32(1e-6)
+        probs[800, :] = [0.0, 1.0]
+    elif special == "nan":
+        probs[5, 1] = np.nan
+    elif special == "negative zero":
+        probs[9, 0] = -0.0
+    probs = probs.astype(dtype)
+    names = ["a,b.png", 'say "hi".png', "line\nbreak.png", "plain.png"] if special == "quotes" else ["x.png"]
+    paths = [Path(f"d{i}") / names[i % len(names)] for i in range(3000)]
+    labels = [("c,1" if special == "quotes" else "c1") if i % 3 else "c0" for i in range(3000)]
+    for scores in (probs[:, 1], probs.max(1)):
+        assert csv_rows(paths, labels, scores, probs) == _percent_format_rows(paths, labels, scores, probs)
+    assert csv_rows([], [], probs[:0, 1], probs[:0]) == ""
