@@ -269,17 +269,17 @@ def csv_rows(paths: list, labels: list[str], scores: np.ndarray, probs: np.ndarr
     negative (as scoring gives) are formatted by numpy's string functions: 0.4 s for 400 k rows where
     a format per row takes 0.9 s; any other numbers take the per-row format."""
     numbers = [np.asarray(scores)] + [np.asarray(probs)[:, j] for j in range(np.shape(probs)[1])]
+    fields = {lab: _csv_field(lab) for lab in set(labels)}
     if not len(paths) or not all(_fixed6_exact(x) for x in numbers):
         row = "%s,%s,%.6f" + ",%.6f" * np.shape(probs)[1] + "\n"
         rows = zip(paths, labels, np.asarray(scores).tolist(), np.asarray(probs).tolist())
-        return "".join(row % (_csv_field(str(p)), _csv_field(lab), s, *ps) for p, lab, s, ps in rows)
+        return "".join(row % (_csv_field(str(p)), fields[lab], s, *ps) for p, lab, s, ps in rows)
     text = np.array(list(map(str, paths)), dtype=np.dtypes.StringDType())
     special = np.zeros(len(text), bool)
     for c in ',"\r\n':
         special |= np.strings.find(text, c) >= 0
     for j in np.flatnonzero(special).tolist():  # the few names that need quotes, quoted one by one
         text[j] = _csv_field(str(text[j]))
-    fields = {lab: _csv_field(lab) for lab in set(labels)}
     for col in [np.array([fields[lab] for lab in labels], dtype=text.dtype)] + [_fixed6(x) for x in numbers]:
         text = np.strings.add(np.strings.add(text, ","), col)
     return "\n".join(text.tolist()) + "\n"

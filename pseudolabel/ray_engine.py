@@ -218,9 +218,7 @@ def _files(ray, paths: list[str], rc: RayConfig):
     step = max(rc.batch_size, 4096)
     blocks = [pa.table({"i": np.arange(i, min(i + step, len(paths)), dtype=np.int64), "path": paths[i : i + step]})
               for i in range(0, len(paths), step)]  # fmt: skip
-    # from_blocks describes the blocks here; from_arrow runs a remote task per block to do it (~1 s at 400 k)
-    from_blocks = getattr(ray.data, "from_blocks", None)
-    return from_blocks(blocks) if from_blocks is not None else ray.data.from_arrow(blocks)
+    return ray.data.from_blocks(blocks)  # described here; from_arrow runs a remote task per block (~1 s at 400 k)
 
 
 def merge(shards: list[Path], paths: list[Path], k: int) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
