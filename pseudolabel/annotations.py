@@ -33,32 +33,46 @@ def is_cvat_xml(path: Path) -> bool:
 
 def is_labelstudio(data: object) -> bool:
     """Whether parsed JSON ``data`` is a Label Studio export: a list of tasks with ``data``."""
-    return isinstance(data, list) and bool(data) and all(isinstance(t, dict) and "data" in t for t in data[:20])
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "data" in data[0]
 
 
-def read_cvat_xml(path: Path, classes: tuple[str, ...], problems, label_of) -> list[tuple[str, int]]:
-    """(image name, class) per ``<image>`` with one ``<tag>``; an image with two tags gives both (a conflict)."""
+def cvat_tags(path: Path) -> tuple[list[tuple[str, str]], int]:
+    """((image name, tag label) per ``<tag>``, images without a tag) from CVAT for images XML;
+    a malformed file is a ValueError naming it."""
     try:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError as exc:
         raise ValueError(f"{path}: malformed CVAT XML ({exc})") from None
     if root.tag != "annotations":
         raise ValueError(f"{path}: expected CVAT's <annotations> root element, got <{root.tag}>")
-    pairs, untagged = [], 0
+    pairs, untagged, unnamed = [], 0, []
     for image in root.iter("image"):
         name = image.get("name")
         if not name:
-            problems.add(f"{path}: an <image> without a name attribute (id {image.get('id')!r}); ignored")
+            unnamed.append(image.get("id"))
             continue
         tags = image.findall("tag")
         untagged += not tags
-        for tag in tags:
-            label = label_of(tag.get("label", ""), classes)
-            if label is None:
-                problems.add(f"{path}: unknown label {tag.get('label')!r} for {name!r}; ignored")
-                continue
-            pairs.append((PurePosixPath(name).name, label))
-    if not pairs and not untagged:
+        pairs += [(PurePosixPath(name).name, tag.get("label", "")) for tag in tags]
+    if unnamed:
+        pairs.append(("", f"{len(unnamed)} <image> element(s) without a name attribute (id {unnamed[0]!r})"))
+    return pairs, untagged
+
+
+def read_cvat_xml(path: Path, classes: tuple[str, ...], problems, label_of) -> list[tuple[str, int]]:
+    """(image name, class) per ``<image>`` with one ``<tag>``; an image with two tags gives both (a conflict)."""
+    found, untagged = cvat_tags(path)
+    pairs = []
+    for name, tag in found:
+        if not name:
+            problems.add(f"{path}: {tag}; ignored")
+            continue
+        label = label_of(tag, classes)
+        if label is None:
+            problems.add(f"{path}: unknown label {tag!r} for {name!r}; ignored")
+            continue
+        pairs.append((name, label))
+    if not pairs and not untagged and not found:
         raise ValueError(f"{path}: CVAT XML with no <image> elements")
     return pairs
 
@@ -72,29 +86,90 @@ def _ls_name(ref: str) -> str:
     return _UPLOAD_PREFIX.sub("", name) if "/data/upload/" in parsed.path else name
 
 
-def read_labelstudio(data: list, path: Path, classes: tuple[str, ...], problems, label_of) -> list[tuple[str, int]]:
-    """(image name, class) per task: the latest annotation that was not cancelled, its first choice."""
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _want(value: object, kind: type, path: Path, where: str) -> object:
+    """``value`` if it is of ``kind``, else ValueError naming the file, the field and what it holds."""
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        need = {dict: "an object", list: "a list", str: "a string"}[kind]
+        raise ValueError(f"{path}: {where} must be {need}, got {_kind(value)}")
+    return value
+
+
+def labelstudio_choices(data: list, path: Path) -> tuple[list[tuple[str, str]], int]:
+    """((image name, choice text) per task that has one, tasks without a choices annotation) from a
+    Label Studio export, every field's type checked: a wrong type is a ValueError naming the file, the
+    task and the field. Each task: the latest annotation that was not cancelled, its first choice."""
     pairs, empty = [], 0
     for i, task in enumerate(data):
-        refs = [v for v in task["data"].values() if isinstance(v, str)] if isinstance(task["data"], dict) else []
+        task = _want(task, dict, path, f"task {i}")
+        tid = task.get("id", i)
+        fields = _want(task.get("data"), dict, path, f"task {tid}: 'data'")
+        refs = [v for v in fields.values() if isinstance(v, str)]
         if not refs:
-            raise ValueError(f"{path}: task {i} ({task.get('id', '?')}) has no image reference in 'data'")
-        kept = [a for a in task.get("annotations", task.get("completions", [])) or []
-                if isinstance(a, dict) and not a.get("was_cancelled")]  # fmt: skip
-        choices = [r["value"]["choices"] for a in kept[-1:] for r in a.get("result", [])
-                   if isinstance(r, dict) and r.get("type") == "choices" and r.get("value", {}).get("choices")]
+            raise ValueError(f"{path}: task {tid} has no image reference in 'data'")
+        key = "annotations" if "annotations" in task else "completions"
+        annotations = _want(task.get(key) or [], list, path, f"task {tid}: {key!r}")
+        kept = [_want(a, dict, path, f"task {tid}: {key}[{j}]") for j, a in enumerate(annotations)]
+        kept = [a for a in kept if not a.get("was_cancelled")]
+        choices = []
+        for j, r in enumerate(_want(kept[-1].get("result") or [], list, path, f"task {tid}: 'result'") if kept else []):
+            r = _want(r, dict, path, f"task {tid}: result[{j}]")
+            if r.get("type") != "choices":
+                continue
+            value = _want(r.get("value"), dict, path, f"task {tid}: result[{j}].value")
+            picked = _want(value.get("choices") or [], list, path, f"task {tid}: result[{j}].value.choices")
+            choices += [_want(c, str, path, f"task {tid}: result[{j}].value.choices[{m}]") for m, c in enumerate(picked)]
         if not choices:
             empty += 1
             continue
-        name, value = _ls_name(refs[0]), str(choices[0][0])
+        pairs.append((_ls_name(refs[0]), choices[0]))
+    return pairs, empty
+
+
+def read_labelstudio(data: list, path: Path, classes: tuple[str, ...], problems, label_of) -> list[tuple[str, int]]:
+    """(image name, class) per task: the latest annotation that was not cancelled, its first choice."""
+    found, empty = labelstudio_choices(data, path)
+    pairs = []
+    for name, value in found:
         label = label_of(value, classes)
         if label is None:
-            problems.add(f"{path}: unknown label {value!r} for {name!r} (task {task.get('id', i)}); ignored")
+            problems.add(f"{path}: unknown label {value!r} for {name!r}; ignored")
             continue
         pairs.append((name, label))
     if empty:
         problems.add(f"{path}: {empty} task(s) without a choices annotation; ignored")
     return pairs
+
+
+MAX_DEPTH = 32  # a labels JSON nested deeper than this is refused (no export of ours needs more than 8)
+MAX_JSON_BYTES = 512 << 20  # and so is one larger than this
+
+
+def load_json(path: Path) -> object:
+    """A labels file's JSON, refused with one line naming the file when it is malformed, not UTF-8,
+    larger than :data:`MAX_JSON_BYTES` or nested deeper than :data:`MAX_DEPTH`."""
+    import json
+
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes is more than a labels file may hold")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: malformed JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep") from None
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack += [(c, depth + 1) for c in children if isinstance(c, (dict, list))]
+    return data
 
 
 def read_imagenet_zip(path: Path, classes: tuple[str, ...], problems, label_of) -> list[tuple[str, int]]:
@@ -122,15 +197,15 @@ def read_imagenet_zip(path: Path, classes: tuple[str, ...], problems, label_of) 
 
 def class_names(path: Path) -> list[str]:
     """The class names a labels file uses, in first-seen order (for ``pseudolabel init``): class
-    folders, our JSON or CSV, CVAT's zip or XML, or a Label Studio export."""
+    folders, our JSON or CSV, CVAT's zip or XML, or a Label Studio export. Read by the same checked
+    readers as the labels themselves."""
     import csv
-    import json
 
     path = Path(path)
     seen: dict[str, None] = {}
     if path.is_dir():
         return [p.name for p in sorted(path.iterdir()) if p.is_dir() and p.name != NO_LABEL]
-    if path.suffix.lower() == ".zip":
+    if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             for n in z.namelist():
                 parts = PurePosixPath(n).parts
@@ -138,21 +213,20 @@ def class_names(path: Path) -> list[str]:
                     seen[parts[-2]] = None
         return list(seen)
     if is_cvat_xml(path):
-        root = ElementTree.parse(path).getroot()
-        return list(dict.fromkeys(t.get("label", "") for t in root.iter("tag") if t.get("label")))
-    if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text())
+        return list(dict.fromkeys(tag for name, tag in cvat_tags(path)[0] if name and tag))
+    with open(path, "rb") as f:
+        first = f.read(64).lstrip()[:1]
+    if path.suffix.lower() == ".json" or first in (b"[", b"{"):
+        data = load_json(path)
         if isinstance(data, dict):
             return [str(k) for k in data]
         if is_labelstudio(data):
-            for task in data:
-                for a in task.get("annotations", []) or []:
-                    for r in a.get("result", []):
-                        for c in r.get("value", {}).get("choices", []) if isinstance(r, dict) else []:
-                            seen[str(c)] = None
-            return list(seen)
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+            return list(dict.fromkeys(choice for _, choice in labelstudio_choices(data, path)[0]))
+        raise ValueError(f'{path}: expected {{"<class>": [image, ...]}} or a Label Studio export, got {_kind(data)}')
+    try:
+        rows = list(csv.reader(path.read_bytes().decode("utf-8").splitlines(), strict=True))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: malformed CSV ({exc})") from None
     start = 1 if rows and rows[0][:2] and rows[0][1].strip().lower() in ("label", "class") else 0
     for row in rows[start:]:
         if len(row) >= 2 and row[1].strip():

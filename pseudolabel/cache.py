@@ -13,13 +13,14 @@ import hashlib
 import io
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .data import load_image
+from .data import MAX_PIXELS, TooLarge, load_image, one_line
 from .fastdecode import fast_decode
 from .progress import bar as progress_bar
 
@@ -33,10 +34,12 @@ def cache_dir(setting: str | None) -> Path | None:
     return Path(os.path.expanduser(text)) if text else None
 
 
-def files_key(files: list[tuple[str, str | Path]], hw: tuple[int, int], channels: int) -> str:
+def files_key(files: list[tuple[str, str | Path]], hw: tuple[int, int], channels: int,
+              max_pixels: int | None = MAX_PIXELS) -> str:
     """Hex key of ``files`` ((name, path) pairs, in order) decoded to ``hw`` and ``channels``:
     streamed over the names and os.stat of each file; no file is read."""
-    h = hashlib.sha256(json.dumps([FORMAT, list(hw), channels]).encode())
+    head = [FORMAT, list(hw), channels] + ([] if max_pixels == MAX_PIXELS else [max_pixels])
+    h = hashlib.sha256(json.dumps(head).encode())
     for name, path in files:
         try:
             st = os.stat(path)
@@ -91,13 +94,15 @@ def read_file(path) -> bytes:
 
 
 def _read_one(decode, name: str, path, dedupe: bool) -> tuple:
-    """(array | None, sha1 of the bytes or None, error text or None) for one file."""
+    """(array | None, sha1 of the bytes or None, error text or None) for one file. Any exception a
+    decoder raises (SyntaxError, AssertionError, TypeError, MemoryError ... from a damaged file) means
+    a bad file: one line of text, never a stop."""
     try:
         data = read_file(path)
         digest = hashlib.sha1(data).hexdigest() if dedupe else None  # per file as it is read: no copy of the pool
         return decode(name, data), digest, None
-    except (OSError, ValueError) as exc:
-        return None, None, f"{exc.__class__.__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 -- a decoder's fault on one file is that file's problem
+        return None, None, one_line(str(exc) if isinstance(exc, DecodeError) else f"{exc.__class__.__name__}: {exc}")
 
 
 def _read_chunk(args: tuple) -> list[tuple]:
@@ -145,13 +150,14 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
     pay for them, see :func:`_decoded`); ``decode`` must then pickle.
     Returns ((N, C, H, W) uint8 images: a read-only memmap when cached, else an array;
     {"names": the N kept names, "skipped": [(name, reason), ...], "reused": bool})."""
-    base = cache / files_key(files, hw, channels) if cache is not None else None
+    decode = decode or Decoder(hw, channels)
+    base = cache / files_key(files, hw, channels, getattr(decode, "max_pixels", MAX_PIXELS)) if cache is not None \
+        else None
     if base is not None:
         hit = _open(base, hw, channels)
         if hit is not None:
             images, meta = hit
             return images, {**meta, "reused": True}
-    decode = decode or Decoder(hw, channels)
     names, skipped, arrays, digests = [], [], [], {}
     tmp = None
     if base is not None:
@@ -191,26 +197,77 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
     return _open(base, hw, channels)[0], {**meta, "reused": False}
 
 
+class DecodeError(ValueError):
+    """A bad file, its message already saying what the decoder raised."""
+
+
+_TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
 class Decoder:
     """(name, bytes) -> (C, H, W) uint8, as :func:`data.load_image` decodes a file (through
     :func:`fastdecode.fast_decode` where its pixels are certain to be the same); a plain object, so
-    that decoding worker processes can be sent it."""
+    that decoding worker processes can be sent it. Errors name no buffer; libtiff's own messages
+    (printed by C code straight to stderr) are caught and become part of the error."""
 
-    def __init__(self, hw: tuple[int, int], channels: int):
-        self.hw, self.channels = tuple(hw), channels
+    def __init__(self, hw: tuple[int, int], channels: int, max_pixels: int | None = MAX_PIXELS):
+        self.hw, self.channels, self.max_pixels = tuple(hw), channels, max_pixels
 
     def __call__(self, name: str, data: bytes) -> np.ndarray:
         fast = fast_decode(data, self.hw, self.channels)  # the same pixels, where that is certain
         if fast is not None:
             return fast
+        if data[:4] in _TIFF:
+            with captured_stderr() as said:
+                try:
+                    return self._pil(data)
+                except Exception as exc:  # noqa: BLE001 -- any decoder fault: a bad file
+                    raise DecodeError(f"{exc.__class__.__name__}: {exc}" + (f" (libtiff: {said()})" if said() else "")) \
+                        from None
+        return self._pil(data)
+
+    def _pil(self, data: bytes) -> np.ndarray:
+        import warnings
+
         try:
-            return load_image(io.BytesIO(data), self.hw, self.channels)
+            with warnings.catch_warnings():  # Pillow's warnings name no file ("Corrupt EXIF data" ...): the
+                warnings.simplefilter("ignore")  # decode's outcome is what counts, said once, with the file
+                return load_image(io.BytesIO(data), self.hw, self.channels, self.max_pixels)
+        except TooLarge as exc:
+            raise ValueError(f"{exc}; raise max_pixels in the pipeline to read it") from None
         except Image.DecompressionBombError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(one_line(str(exc)).split(" could be ")[0] + " (Pillow's limit)") from None
         except Image.UnidentifiedImageError:  # its message would name the in-memory buffer, not the file
             raise Image.UnidentifiedImageError("not an image format PIL can read") from None
 
 
-def decoder(hw: tuple[int, int], channels: int) -> Decoder:
+class captured_stderr:
+    """File descriptor 2 sent to a temporary file for the block: C libraries' messages (libtiff's)
+    are kept, not printed. ``with captured_stderr() as said: ...; said()`` -> what was written, one line."""
+
+    def __enter__(self):
+        import tempfile
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self._text = None
+        return self.text
+
+    def text(self) -> str:
+        if self._text is None:
+            self._file.seek(0)
+            self._text = one_line(os.pread(self._file.fileno(), 4096, 0).decode("utf-8", "replace"), 200)
+        return self._text
+
+    def __exit__(self, *exc) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self.text()
+        self._file.close()
+
+
+def decoder(hw: tuple[int, int], channels: int, max_pixels: int | None = MAX_PIXELS) -> Decoder:
     """(name, bytes) -> (C, H, W) uint8, as :func:`data.load_image` decodes a file."""
-    return Decoder(hw, channels)
+    return Decoder(hw, channels, max_pixels)

@@ -39,6 +39,13 @@ def _numbers(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
+def _port(text: str) -> int:
+    """A TCP port: 0 (any free one) to 65535."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
 def _add_device_engine(p: argparse.ArgumentParser, workers: str) -> None:
     """--device, and the Ray engine's --engine, --address and --workers (``workers`` says what they are)."""
     p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the "
@@ -101,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _add_review(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("review", help="review the unclear queue on a local web page")
     p.add_argument("run", nargs="?", default="runs/eyes", help="run folder (default: runs/eyes)")
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: any free port)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--status", action="store_true", help="print counts and journal/folder disagreements, then exit")
     p.add_argument("--journal", help="decision journal (default: RUN/journal.csv)")
@@ -128,7 +135,11 @@ def cmd_review(args: argparse.Namespace) -> int:
         state = ReviewState(run, journal, audit=audit)
         if state.recovered:
             print(f"finished {state.recovered} journaled move(s) that an interrupted session left undone")
-        server = make_server(state, args.port, mode="audit" if audit else "review")
+        try:
+            server = make_server(state, args.port, mode="audit" if audit else "review")
+        except OSError as exc:
+            raise ValueError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc}); choose another "
+                             "--port, or leave it out for any free one") from None
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         what = (f"auditing {len(state.audit_images)} images of" if audit else
                 f"reviewing ({state.queue()['left']} unclear)")  # fmt: skip
@@ -328,8 +339,15 @@ def predict_labels(probs: np.ndarray, classes: list[str], threshold: float | Non
     return [classes[int(c)] for c in top], probs[np.arange(len(probs)), top]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (exit 2), like every other error of the command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pseudolabel", description=__doc__)
+    parser = Parser(prog="pseudolabel", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pseudolabel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)

@@ -54,16 +54,18 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import collect, summary_lines, write
+    from .export import check_out, collect, summary_lines, write
     from .review import journal_path_for
 
     run = Path(args.run)
     if not (run / "predictions.csv").is_file():
         raise ValueError(f"not a run folder (no predictions.csv): {run}")
+    cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
+    out = Path(args.out) if args.out else run.parent / f"{run.name}-{args.format}"  # beside the run, not in it
+    check_out(out, run, Path(cfg.images) if cfg else None)  # before any work
     include = tuple(x.strip() for x in args.include.split(",") if x.strip())
     items, classes = collect(run, Path(args.journal) if args.journal else journal_path_for(run), include)
-    seed = load_config(run / "config.yaml").seed if (run / "config.yaml").is_file() else 0
-    out = Path(args.out) if args.out else run.parent / f"{run.name}-{args.format}"  # beside the run, not in it
+    seed = cfg.seed if cfg else 0
     s = write(items, classes, args.format, out, val_share=args.val_share, copy=args.copy, seed=seed)
     print("\n".join(summary_lines(s)))
     return 0

@@ -88,7 +88,6 @@ PRETRAINS = ("simclr", "vae", "none")  # what retrain.pretrain accepts
 TTA_MODES = ("none", "flip", "flip+shift")  # what retrain.tta accepts (see augment.tta_views)
 WEAK_SHIFTS = ("bilinear", "crop")  # the weak view's shift: sub-pixel resampling or whole-pixel pad-and-crop
 BACKBONE_HELP = "'tinycnn', 'yolov8-cls', 'resnet50' or any timm model name"  # what a backbone key accepts
-RESERVED_FOLDERS = ("unclear", "unsure", "undo", "final", "cache", "scores")  # never a class folder name
 
 
 @dataclass(frozen=True)
@@ -181,6 +180,8 @@ class Config:
     device: str = "auto"  # where models train and score: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
     eda: bool = True  # run's report compares labeled and unlabeled images (histograms, distances, farthest images)
     eda_max: int = 20000  # the EDA embeds at most this many unlabeled images, drawn at random
+    max_pixels: int = 100_000_000  # an image with more pixels (as decoded; JPEGs shrink while decoding) is skipped
+    # with a one-line warning, so memory stays bounded; Pillow itself refuses more than 179 M
     pool_cache: str = "~/.cache/pseudolabel/pools"  # decoded pools, kept as uint8 memmaps and reused; "" = off
     engine: str = "local"  # who scores the pool and trains the final model: "local" (this process) or "ray"
     threshold: float | tuple[float, ...] = 0.8  # decided as class c when both models' top class is c and each
@@ -221,7 +222,9 @@ class Config:
     @property
     def folders(self) -> tuple[str, ...]:
         """The K class folder names of a run, in class order."""
-        return tuple(str(k) for k in range(len(self.classes))) if self.folder_names == "index" else self.classes
+        from .names import class_folders
+
+        return tuple(str(k) for k in range(len(self.classes))) if self.folder_names == "index" else class_folders(self.classes)
 
 
 def accept_per_class(rs: ResortConfig, k: int) -> tuple[float, ...]:
@@ -270,6 +273,18 @@ def _type_error(value: Any, default: Any, annotation: str) -> str | None:
     return None
 
 
+def _element_error(value: list, annotation: str) -> str | None:
+    """What the items of list ``value`` should have been for a field of type ``annotation``, or None."""
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    if "tuple[str" in annotation:
+        return None if all(isinstance(x, str) for x in value) else "a list of names"
+    if "tuple[float" in annotation:
+        return None if all(number(x) for x in value) else "a list of numbers"
+    if "tuple[int" in annotation:
+        return None if all(isinstance(x, int) and not isinstance(x, bool) for x in value) else "a list of whole numbers"
+    return None
+
+
 def _legacy(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Keys of earlier releases, read into today's: ``margin`` (binary vote) and resort's
     ``closed_below`` / ``open_above`` (binary thresholds on P(class 1))."""
@@ -292,23 +307,30 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
     data = _legacy(cls, data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     kwargs = {}
     for key, value in data.items():
         f = fields[key]
         if cls is Config and key in _NESTED:
+            if value is not None and not isinstance(value, dict):  # `retrain:` with nothing under it is fine
+                raise ValueError(f"{where}: {key} must be a section (a mapping of its keys), got {value!r:.80}")
             value = _build(_NESTED[key], value or {}, f"{where}:{key}")
         else:
             default = f.default if f.default is not dataclasses.MISSING else None
             why = _type_error(value, default, str(f.type))
+            if why is None and isinstance(value, list):
+                why = _element_error(value, str(f.type))
             if why:
-                raise ValueError(f"{where}: {key} must be {why}, got {value!r}")
+                raise ValueError(f"{where}: {key} must be {why}, got {value!r:.80}")
             if isinstance(value, list):
                 value = tuple(value)
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -317,9 +339,12 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise ValueError(f"pipeline file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    data = {} if data is None else data
     return _build(Config, data, str(path))
 
 

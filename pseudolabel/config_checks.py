@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .config import (FINETUNES, MONITORS, PRETRAINS, RESERVED_FOLDERS, TTA_MODES, WEAK_SHIFTS,
+from .names import run_folder_problem
+from .config import (FINETUNES, MONITORS, PRETRAINS, TTA_MODES, WEAK_SHIFTS,
                      Config, RayConfig, RetrainConfig, accept_per_class, image_hw)
 from .vote import check_threshold
 
@@ -18,11 +19,38 @@ def _check_classes(classes: tuple[str, ...], folder_names: str) -> None:
         raise ValueError(f"folder_names must be 'index' or 'name', got {folder_names!r}")
     if folder_names == "name":
         for c in classes:
-            if "/" in c or "\\" in c or c.startswith(".") or c.lower() in RESERVED_FOLDERS or c.isdigit():
-                raise ValueError(f"class {c!r} cannot be a folder name (folder_names: name); use folder_names: index")
+            why = run_folder_problem(c)
+            if why:
+                raise ValueError(f"class {c!r} cannot name its folder (folder_names: name): {why}; use folder_names: index")
+
+
+def _check_numbers(section, where: str) -> None:
+    """Every number of a config section is finite; learning rates are > 0, weight decays >= 0 and
+    momentum in [0, 1)."""
+    import dataclasses
+    import math
+
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        key = f"{where}{f.name}"
+        if dataclasses.is_dataclass(v):
+            _check_numbers(v, f"{f.name}: ")
+            continue
+        values = v if isinstance(v, tuple) else (v,)
+        if any(isinstance(x, float) and not math.isfinite(x) for x in values):
+            raise ValueError(f"{key} must be a finite number, got {v!r}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if (f.name == "lr" or f.name.endswith("_lr")) and not v > 0:
+            raise ValueError(f"{key} (a learning rate) must be > 0, got {v!r}")
+        if f.name.endswith("weight_decay") and not v >= 0:
+            raise ValueError(f"{key} (a weight decay) must be >= 0, got {v!r}")
+        if f.name.endswith("momentum") and not 0 <= v < 1:
+            raise ValueError(f"{key} must be in [0, 1), got {v!r}")
 
 
 def validate(cfg: Config) -> None:
+    _check_numbers(cfg, "")
     _check_classes(cfg.classes, cfg.folder_names)
     check_threshold(cfg.threshold, len(cfg.models))
     if min(image_hw(cfg.image_size)) < 4:
@@ -53,6 +81,8 @@ def validate(cfg: Config) -> None:
             0 < st.plateau_factor < 1) or min(st.backbone_lr, st.head_lr) <= 0:
         raise ValueError(f"staged: epochs >= 1, batch_size >= 2, learning rates > 0, 0 < plateau_factor < 1 and "
                          f"patiences >= 0; got {st!r}")
+    if cfg.max_pixels < 1:
+        raise ValueError(f"max_pixels must be a whole number >= 1, got {cfg.max_pixels!r}")
     if cfg.eda_max < 1:
         raise ValueError(f"eda_max must be a whole number >= 1, got {cfg.eda_max!r}")
     rs = cfg.resort

@@ -7,9 +7,10 @@ run goes on wherever that is safe.
 from __future__ import annotations
 
 import csv
-import json
 import os
+import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +19,29 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+MAX_PIXELS = 100_000_000  # the default of Config.max_pixels: a larger image (as decoded) is skipped
+REDUCE_ABOVE = 16_000_000  # a decoded image with more pixels is first reduced by a whole factor (bounded memory)
+
+
+_BREAKS = re.compile(r"\s*[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+\s*")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (each line break, with the spaces around it, becomes one space), at most
+    ``limit`` characters."""
+    flat = _BREAKS.sub(" ", str(text)).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def shown(path) -> str:
+    """A path as a message shows it: bytes a terminal would misread (a name that is not UTF-8,
+    control characters) are escaped."""
+    text = os.fspath(path)
+    if text.isprintable() and not any(0xDC80 <= ord(c) <= 0xDCFF for c in text):
+        return text
+    raw = os.fsencode(text).decode("utf-8", "backslashreplace")  # a byte that is not UTF-8 shows as \xe9
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in raw)
 
 
 @dataclass
@@ -29,6 +52,7 @@ class Problems:
     quiet: bool = False
 
     def add(self, message: str) -> None:
+        message = one_line(message, 1000)
         self.lines.append(message)
         if not self.quiet:
             print(f"warning: {message}", file=sys.stderr)
@@ -75,12 +99,34 @@ def list_images(root: Path) -> tuple[list[str], int]:
     return sorted(names), others
 
 
-def load_image(path: Path | BinaryIO, size: int | tuple[int, int], channels: int) -> np.ndarray:
+class TooLarge(ValueError):
+    """An image with more pixels than ``max_pixels`` (as decoded, after JPEG's draft downscale)."""
+
+
+def _open(path: Path | BinaryIO) -> Image.Image:
+    """Image.open without Pillow's own decompression-bomb warning (it names no file): the pixel limit
+    is ours (:class:`TooLarge`); Pillow still refuses images over twice its own limit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def load_image(path: Path | BinaryIO, size: int | tuple[int, int], channels: int,
+               max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Decode one image (a path or an open binary file) to a (C, H, W) uint8 array, ``size`` being
-    one number (square) or (height, width); raises OSError/ValueError on bad files."""
+    one number (square) or (height, width). Any exception means a bad file; an image of more than
+    ``max_pixels`` pixels as decoded (None: no limit) raises :class:`TooLarge`. Large images are decoded
+    with bounded memory: JPEG's draft scale, then a whole-factor reduce before any conversion."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    with Image.open(path) as im:
+    with _open(path) as im:
         im.draft("L" if channels == 1 else "RGB", (w, h))  # cheap JPEG downscale for huge files
+        if max_pixels is not None and im.width * im.height > max_pixels:
+            raise TooLarge(f"{im.width}x{im.height} pixels is more than max_pixels ({max_pixels:,})")
+        if im.width * im.height > REDUCE_ABOVE:
+            factor = min(im.width // (2 * w), im.height // (2 * h))
+            if factor >= 2:
+                im.load()
+                im = im.reduce(factor)
         ImageOps.exif_transpose(im, in_place=True)  # in place: no copy when there is nothing to turn
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float64)  # 16-bit: the full range maps to 0..255, as 8-bit would
@@ -95,11 +141,23 @@ def load_image(path: Path | BinaryIO, size: int | tuple[int, int], channels: int
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
+def writable_name(name: str) -> bool:
+    """Whether a pool name can be written into the run's files (predictions.csv, the journal, the page):
+    valid UTF-8 (a name of other bytes comes back from the file system with surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, problems: Problems, progress: bool = True,
-              cache: Path | None = None) -> Pool:
+              cache: Path | None = None, max_pixels: int | None = MAX_PIXELS) -> Pool:
     """Decode every image below ``root`` (unreadable files are reported and skipped), or reuse the
-    uint8 memmap that ``cache`` holds for the same files (see :mod:`pseudolabel.cache`)."""
-    from .cache import decode_cached
+    uint8 memmap that ``cache`` holds for the same files (see :mod:`pseudolabel.cache`). A file whose
+    name is not valid UTF-8 is skipped with a warning here, before any training: the run could not
+    write its name."""
+    from .cache import decode_cached, decoder
     from .config import image_hw
 
     root = Path(root)
@@ -108,16 +166,20 @@ def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, prob
     names, others = list_images(root)
     if others:
         problems.add(f"{root}: skipped {others} non-image file(s)")
+    for n in [n for n in names if not writable_name(n)]:
+        problems.add(f"{shown(root / n)}: the file name is not valid UTF-8; skipped (rename it to include it)")
+    names = [n for n in names if writable_name(n)]
     hw = image_hw(size)
     top = os.fspath(root)
     files = [(n, os.path.join(top, n)) for n in names]  # strings: a Path per image would cost far more memory
-    images, meta = decode_cached(files, hw, channels, cache, None, progress, "loading images", dedupe=True)
+    images, meta = decode_cached(files, hw, channels, cache, decoder(hw, channels, max_pixels), progress,
+                                 "loading images", dedupe=True)  # fmt: skip
     for name, reason in meta["skipped"]:
         if reason.startswith("Duplicate: "):
             first = reason.removeprefix("Duplicate: same bytes as ")
-            problems.add(f"{root / name}: same bytes as {first}; scored once, as {first}")
+            problems.add(f"{shown(root / name)}: same bytes as {shown(first)}; scored once, as {shown(first)}")
         else:
-            problems.add(f"{root / name}: cannot read image ({reason}); skipped")
+            problems.add(f"{shown(root / name)}: cannot read image ({reason}); skipped")
     if not meta["names"]:
         raise ValueError(f"no readable images in {root}")
     return Pool(root=root, names=meta["names"], images=images, skipped_non_images=others)
@@ -136,12 +198,9 @@ def _label_of(value: object, classes: tuple[str, ...]) -> int | None:
 
 
 def _read_json(path: Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: malformed JSON ({exc})") from None
     from . import annotations
 
+    data = annotations.load_json(path)
     if annotations.is_labelstudio(data):
         return annotations.read_labelstudio(data, path, classes, problems, _label_of)
     if not isinstance(data, dict):
@@ -162,7 +221,7 @@ def _read_json(path: Path, classes: tuple[str, ...], problems: Problems) -> list
 
 def _read_csv(path: Path, classes: tuple[str, ...], problems: Problems) -> list[tuple[str, int]]:
     try:
-        rows = list(csv.reader(path.read_text().splitlines(), strict=True))
+        rows = list(csv.reader(path.read_bytes().decode("utf-8").splitlines(), strict=True))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"{path}: malformed CSV ({exc})") from None
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["image", "label"]:

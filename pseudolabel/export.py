@@ -7,8 +7,11 @@
 - ``labelstudio``: ``DIR/tasks.json`` (Label Studio's import format, our label a prediction with its
   score), ``DIR/label_config.xml`` and the images under ``DIR/images/``.
 
-Images are symbolic links to the run's files, or copies with ``copy``. ``unclear/`` is never a
-class. The export is built beside ``DIR`` and moved into place whole; an existing ``DIR`` is refused.
+Images are symbolic links to the run's files, or copies with ``copy`` (created exclusively: never
+through an existing name). ``unclear/`` is never a class. Class names become folder names through
+:func:`names.class_folders` only, so nothing is ever written outside ``DIR``. The export is built in
+a hidden ``.DIR.partial`` beside ``DIR`` (created here, refused if something is already there) and
+moved into place whole; an existing ``DIR``, or one inside the images folder or a run, is refused.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ def collect(run_dir: Path, journal: Path, include: tuple[str, ...] = SOURCES) ->
     bad = set(include) - set(SOURCES)
     if bad or not include:
         raise ValueError(f"--include takes some of {', '.join(SOURCES)}; got {', '.join(sorted(bad)) or 'nothing'}")
-    sources, state = label_sources(run_dir, journal)
+    sources, state = label_sources(run_dir, journal, readonly=True)  # an export only reads the run
     models = state.models
     probs = (runstate.load_scores(run_dir, runstate.FINAL) if runstate.FINAL in models else
              np.mean([runstate.load_scores(run_dir, m) for m in models], axis=0))  # fmt: skip
@@ -85,11 +88,36 @@ def val_split(items: list[Item], share: float, seed: int) -> set[str]:
 
 
 def _place(src: Path, dst: Path, copy: bool) -> None:
+    """A new ``dst``: a symbolic link to ``src``, or an exclusive copy of it (never through an existing name)."""
+    from .sort import copy_exclusive
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     if copy:
-        shutil.copy2(src, dst)
+        copy_exclusive(src.resolve(), dst)
     else:
         os.symlink(src.resolve(), dst)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def check_out(out: Path, run_dir: Path, images: Path | None) -> None:
+    """Refuse an ``--out`` that exists, or lies inside the images folder, the run or any other run folder."""
+    if os.path.lexists(out):
+        raise ValueError(f"{out} already exists; choose another --out (an export never writes into a folder)")
+    where = Path(os.path.realpath(out))
+    if images is not None and _inside(where, Path(os.path.realpath(images))):
+        raise ValueError(f"--out {out} is inside the images folder {images}; an export never writes there")
+    if _inside(where, Path(os.path.realpath(run_dir))):
+        raise ValueError(f"--out {out} is inside the run {run_dir}; choose a folder outside it")
+    for parent in where.parents:
+        if (parent / runstate.RUN_JSON).is_file() and (parent / "predictions.csv").is_file():
+            raise ValueError(f"--out {out} is inside the run {parent}; choose a folder outside it")
 
 
 def csv_text(items: list[Item], classes: tuple[str, ...]) -> str:
@@ -131,25 +159,32 @@ def write(items: list[Item], classes: tuple[str, ...], fmt: str, out: Path, *, v
           copy: bool = False, seed: int = 0) -> dict:
     """Write the export of ``items`` in ``fmt`` to ``out`` (refused when it exists). Returns the summary
     {"format", "out", "classes": {name: n}, "sources": {source: n}, "val": n}."""
+    from .names import class_folders
+
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if out.exists():
+    if os.path.lexists(out):
         raise ValueError(f"{out} already exists; choose another --out (an export never writes into a folder)")
     if not items:
         raise ValueError("nothing to export: no image in a class folder has the included sources")
+    folders = class_folders(classes)  # the one way a class name becomes a folder name
     tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.mkdir()  # ours from here on: an existing one (another export's, or the user's) is never removed
+    except FileExistsError:
+        raise ValueError(f"{tmp} exists (an interrupted export, or not ours); remove it or choose another --out") \
+            from None
     val = val_split(items, val_share, seed) if fmt == "yolo" else set()
     try:
         rel = {}
         for it in items:
             if fmt == "imagefolder":
-                rel[it.image] = f"{classes[it.label]}/{it.path.name}"
+                rel[it.image] = f"{folders[it.label]}/{it.path.name}"
             elif fmt == "yolo":
-                rel[it.image] = f"{'val' if it.image in val else 'train'}/{classes[it.label]}/{it.path.name}"
+                rel[it.image] = f"{'val' if it.image in val else 'train'}/{folders[it.label]}/{it.path.name}"
             elif fmt == "labelstudio":
-                rel[it.image] = f"images/{classes[it.label]}/{it.path.name}"
+                rel[it.image] = f"images/{folders[it.label]}/{it.path.name}"
             if it.image in rel:
                 _place(it.path, tmp / rel[it.image], copy)
         if fmt == "csv":
@@ -157,7 +192,9 @@ def write(items: list[Item], classes: tuple[str, ...], fmt: str, out: Path, *, v
         if fmt == "labelstudio":
             runstate.write_atomic(tmp / "tasks.json", json.dumps(labelstudio_tasks(items, classes, rel), indent=1))
             runstate.write_atomic(tmp / "label_config.xml", label_config(classes))
-        os.replace(tmp, out)
+        if os.path.lexists(out):  # appeared meanwhile: rename would replace an empty folder
+            raise ValueError(f"{out} appeared while the export was written; nothing was put there")
+        os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

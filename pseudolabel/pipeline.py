@@ -59,7 +59,8 @@ class RunResult:
 def load_inputs(cfg: Config, problems: Problems, progress: bool) -> tuple[Config, Pool, Seeds]:
     """Decode the pool and resolve and split the seed labels (bad labels reported, not fatal).
     With ``normalize: pool`` the returned config carries the pool's measured mean and std."""
-    pool = load_pool(cfg.images, cfg.hw, cfg.channels, problems, progress, cache=cache_dir(cfg.pool_cache))
+    pool = load_pool(cfg.images, cfg.hw, cfg.channels, problems, progress, cache=cache_dir(cfg.pool_cache),
+                     max_pixels=cfg.max_pixels)
     pairs = read_seed_labels(cfg.labels, cfg.classes, problems)
     labels = clean_seed_labels(pairs, pool.names, cfg.classes, problems, Path(cfg.labels).name)
     if cfg.limit:  # the first `limit` images, plus every seed-labeled one

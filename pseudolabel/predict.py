@@ -192,7 +192,7 @@ class Classifier:
                 try:
                     arrays.append(decode(os.fspath(p), read_file(p)))
                     good.append(p)
-                except (OSError, ValueError) as exc:
+                except Exception as exc:  # noqa: BLE001 -- any decoder fault: a bad file, skipped
                     if warn is not None:
                         warn(f"{p}: cannot read image ({exc.__class__.__name__}); skipped")
             if good:

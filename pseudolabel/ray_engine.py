@@ -146,8 +146,8 @@ class Scorer:
                 data = bytes(batch["bytes"][j]) if "bytes" in batch else read_file(os.path.join(self.cwd, str(path)))
                 arrays.append(self.decode(str(path), data))
                 good.append(j)
-            except (OSError, ValueError) as exc:
-                bad.append((j, f"{exc.__class__.__name__}: {exc}"))
+            except Exception as exc:  # noqa: BLE001 -- any decoder fault: a bad file
+                bad.append((j, " ".join(f"{exc.__class__.__name__}: {exc}".split())))
         probs = self.probs(np.stack(arrays)) if arrays else np.zeros((0, self.k), np.float32)
         probs = np.concatenate([probs.astype(np.float32), np.full((len(bad), self.k), np.nan, np.float32)])
         rows = good + [j for j, _ in bad]

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from . import runstate, sort
 from .config import ResortConfig, accept_per_class
+from .names import name_key
 from .review import ReviewState
 from .runstate import FINAL, UNCLEAR, folder_counts
 from .vote import as_probs, top_class, top_margin
@@ -109,20 +111,29 @@ def score_run(run_dir: Path, state: ReviewState, rows: list[dict], where: dict[s
 
 def new_rows(rows: list[dict], info: runstate.RunInfo, decision: np.ndarray, rank: np.ndarray, movable: np.ndarray
              ) -> tuple[list[dict], list[tuple[str, str]]]:
-    """predictions.csv rows after the re-sort, and the (source, target) moves inside the run folder."""
-    out, moves, width = [], [], sort.rank_width(int(np.max(rank, initial=0)))
-    for r, d, k, m in zip(rows, decision, rank, movable):
-        r = dict(r)
-        if m:
-            folder = info.folder_of(int(d))
-            target = f"{folder}/{sort.file_name(r['image'], int(d), int(k), width)}"
-            if target != r["file"]:
-                moves.append((r["file"], target))
-            source = r["source"] if folder == r["decision"] else runstate.RESORTED
-            r.update(file=target, decision=folder, queue_rank=int(k) if k else "", source=source)
-        elif k:
-            r["queue_rank"] = int(k)  # still unclear (unsure, or flagged): a place in the new queue
-        out.append(r)
+    """predictions.csv rows after the re-sort, and the (source, target) moves inside the run folder.
+    A moved image's new name is its own (:func:`sort.unique_names`): never another image's name, now
+    or after the moves, so no move can land on a file."""
+    width = sort.rank_width(int(np.max(rank, initial=0)))
+    moving = [i for i, m in enumerate(movable) if m]
+    wanted = [sort.file_name(rows[i]["image"], int(decision[i]), int(rank[i]), width) for i in moving]
+    current = [name_key(r["file"].partition("/")[2]) for r in rows]
+    holders = Counter(current)
+    # a moving image may keep its own name; every other name a file has now is taken
+    keeps = {current[i] for i, w in zip(moving, wanted) if current[i] == name_key(w) and holders[current[i]] == 1}
+    free = sort.unique_names([rows[i]["image"] for i in moving], wanted, set(current) - keeps)
+    out, moves = [dict(r) for r in rows], []
+    for i, name in zip(moving, free):
+        r, d, k = out[i], int(decision[i]), int(rank[i])
+        folder = info.folder_of(d)
+        target = f"{folder}/{name}"
+        if target != r["file"]:
+            moves.append((r["file"], target))
+        source = r["source"] if folder == r["decision"] else runstate.RESORTED
+        r.update(file=target, decision=folder, queue_rank=k if k else "", source=source)
+    for i, k in enumerate(rank):
+        if not movable[i] and k:
+            out[i]["queue_rank"] = int(k)  # still unclear (unsure, or flagged): a place in the new queue
     return out, moves
 
 
@@ -144,7 +155,7 @@ def queue_samples(run_dir: Path, rows: list[dict], probs: np.ndarray, classes: t
             break
         try:
             images.append(load_image(run_dir / r["file"], cfg.hw, cfg.channels)[None])
-        except (OSError, ValueError):  # gone since (decided on the page) or changed by hand: not in the picture
+        except Exception:  # noqa: BLE001 -- gone since (decided on the page) or changed by hand: not in the picture
             continue
         queue.append((i, r))
     titles = [f"{r['queue_rank']}: {classes[int(np.argmax(probs[i]))][:6]} {probs[i].max():.2f}" for i, r in queue]

@@ -60,10 +60,12 @@ def _held_out(image: str, share: float) -> bool:
     return int(hashlib.sha1(image.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
 
 
-def label_sources(run_dir: Path, journal: Path) -> tuple[dict[str, tuple[str, str]], ReviewState]:
+def label_sources(run_dir: Path, journal: Path, readonly: bool = False
+                  ) -> tuple[dict[str, tuple[str, str]], ReviewState]:
     """{image: (folder now, kind)}: kind is :func:`runstate.provenance`'s, or "unclear" for any
-    image now in unclear/ (unlabeled for the final model)."""
-    state = ReviewState(run_dir, journal)
+    image now in unclear/ (unlabeled for the final model). ``readonly``: finish nothing, create no
+    journal (a command that only reads the run, such as export)."""
+    state = ReviewState(run_dir, journal, readonly=readonly)
     rows = {r["image"]: r for r in state.rows}
     decided = state.journal.last_decisions()
     out = {}
@@ -80,7 +82,7 @@ def gather(cfg: Config, run_dir: Path, journal: Path, problems: Problems, progre
     rc = cfg.retrain
     sources, state = label_sources(run_dir, journal)
     files = [(image, run_dir / folder / state.items[image].file) for image, (folder, _) in sorted(sources.items())]
-    images, meta = decode_cached(files, cfg.hw, cfg.channels, cache_dir(cfg.pool_cache), decoder(cfg.hw, cfg.channels),
+    images, meta = decode_cached(files, cfg.hw, cfg.channels, cache_dir(cfg.pool_cache), decoder(cfg.hw, cfg.channels, cfg.max_pixels),
                                  progress, "reading the run")  # fmt: skip
     for image, reason in meta["skipped"]:
         problems.add(f"{run_dir / sources[image][0] / state.items[image].file}: cannot read image ({reason}); skipped")

@@ -21,12 +21,14 @@ from . import audit as audit_mod
 from .journal import UNDO, UNSURE, Journal
 from .runstate import (
     UNCLEAR,
+    FileIndex,
     RunInfo,
     fsync_dir,
     load_scores,
     provenance,
     read_predictions,
     scored_models,
+    rename_noreplace,
     write_atomic,
 )
 from .sort import PENDING, finish_pending
@@ -73,7 +75,7 @@ class ReviewState:
                              {m: probs[m][i] for m in self.models}, r.get("issue") or "", r["decision"])
             for i, r in enumerate(self.rows)
         }  # fmt: skip
-        self.by_file = {it.file: it.image for it in self.items.values()}
+        self.files = FileIndex(self.rows)  # folder listings -> images, by the run's own record
         self.total_queue = sum(1 for it in self.items.values() if it.rank > 0)
         self.classes = list(self.info.classes)
         self.labels = (*self.info.folders, UNSURE)  # what a decision may say
@@ -103,7 +105,7 @@ class ReviewState:
 
     def _rescan(self, folder: str, stamp: int | None) -> None:
         d = self.run_dir / folder
-        listed = {self.by_file[n] for n in (os.listdir(d) if stamp is not None else []) if n in self.by_file}
+        listed = {self.files.image(folder, n) for n in (os.listdir(d) if stamp is not None else [])} - {None}
         for image in self._members.get(folder, set()) - listed:
             if self._where.get(image) == folder:
                 del self._where[image]
@@ -130,14 +132,17 @@ class ReviewState:
         for action, rows in self.journal.pending().items():
             for r in rows:
                 if r["image"] in self.items and where.get(r["image"]) == r["from"] != r["to"]:
-                    self._move(self.items[r["image"]], r["from"], r["to"])  # updates where
-                    moved += 1
+                    try:
+                        self._move(self.items[r["image"]], r["from"], r["to"])  # updates where
+                        moved += 1
+                    except FileExistsError:  # a file put there by hand since: --status shows the disagreement
+                        pass
             self.journal.done(action)
         return moved
 
     def _move(self, item: Item, src: str, dst: str) -> None:
         self.where()  # a hand move since the last look is read before our own changes the folder times
-        os.rename(self.run_dir / src / item.file, self.run_dir / dst / item.file)
+        rename_noreplace(self.run_dir / src / item.file, self.run_dir / dst / item.file)  # never onto a file
         fsync_dir(self.run_dir / dst)
         self._moved(item.image, src, dst)
 
@@ -167,8 +172,16 @@ class ReviewState:
         folder = where.get(image)
         if folder != UNCLEAR:
             raise Conflict(f"{image} is already in {folder}/ (decided in another tab or moved by hand)")
+        if label != UNSURE:
+            self._check_free(item.file, label)
         return {"image": image, "label": label, "file": item.file, "from": UNCLEAR,
                 "to": UNCLEAR if label == UNSURE else label}  # fmt: skip
+
+    def _check_free(self, file: str, folder: str) -> None:
+        """Conflict when a file named ``file`` is already in ``folder`` (put there by hand): a move never
+        replaces a file."""
+        if os.path.lexists(self.run_dir / folder / file):
+            raise Conflict(f"{folder}/{file} already exists (put there by hand?); move it away first")
 
     def decide(self, image: str, label: str) -> dict:
         """Move ``image`` from unclear/ to ``label``'s folder (or record unsure), journaled first."""
@@ -211,6 +224,9 @@ class ReviewState:
                                    "undo it by hand")  # fmt: skip
             moves = [{"image": r["image"], "label": UNDO, "file": r["file"], "from": r["to"], "to": r["from"]}
                      for r in rows]  # fmt: skip
+            for m in moves:
+                if m["from"] != m["to"]:
+                    self._check_free(m["file"], m["to"])
             done = self._act("undo", moves)
             return {"undone": [r["image"] for r in rows], "label": UNDO, "was": rows[0]["label"], "action": done,
                     "image": rows[0]["image"]}  # fmt: skip
@@ -272,6 +288,8 @@ class ReviewState:
             folder = self.where().get(image)
             if image in self.journal.last_decisions() or folder != item.placed:
                 raise Conflict(f"{image} was already answered or moved (now in {folder}/)")
+            if label != folder:
+                self._check_free(item.file, label)
             action = self._act("audit", [{"image": image, "label": label, "file": item.file, "from": folder,
                                           "to": label}])  # fmt: skip
             self.write_audit()
@@ -339,13 +357,13 @@ def review_work(run_dir: Path, journal_path: Path | None = None) -> tuple[int, i
     if not (run_dir / "predictions.csv").is_file():
         return 0, 0
     rows = read_predictions(run_dir)
-    placed = {r["file"].split("/", 1)[1]: r for r in rows}
+    files, by_image = FileIndex(rows), {r["image"]: r for r in rows}
     info = RunInfo.load(run_dir)
     decided = Journal(Path(journal_path or journal_path_for(run_dir)), info.id, readonly=True).last_decisions()
     page = hand = 0
     for f in info.all_folders:
         for n in os.listdir(run_dir / f) if (run_dir / f).is_dir() else []:
-            row = placed.get(n)
+            row = by_image.get(files.image(f, n))
             if row is None or row["decision"] == f:
                 continue
             kind = provenance(row, f, (decided.get(row["image"]) or {}).get("label"))

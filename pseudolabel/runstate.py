@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -108,6 +109,30 @@ def predictions_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+class FileIndex:
+    """Which image a file in one of the run's folders is, from the run's own record (predictions.csv's
+    ``file``: ``folder/name``). A run of this release never gives two images the same name; for older
+    runs, a name shared by several images is told apart by the folder the run recorded for each."""
+
+    def __init__(self, rows: list[dict]):
+        self.by_name: dict[str, str] = {}
+        self.by_place: dict[tuple[str, str], str] = {}
+        shared: set[str] = set()
+        for r in rows:
+            folder, _, name = r["file"].partition("/")
+            if name in self.by_name:
+                shared.add(name)
+            self.by_name[name] = r["image"]
+            self.by_place[(folder, name)] = r["image"]
+        for name in shared:
+            del self.by_name[name]
+
+    def image(self, folder: str, name: str) -> str | None:
+        """The image whose file ``name`` is, found in ``folder``; None for a file that is not the run's."""
+        found = self.by_name.get(name)
+        return found if found is not None else self.by_place.get((folder, name))
+
+
 def save_scores(run_dir: Path, model: str, probs: np.ndarray) -> None:
     """Keep a model's (N, K) probabilities as ``scores/<model>.npy`` (written atomically)."""
     d = Path(run_dir) / SCORES
@@ -180,6 +205,40 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_renameat2 = None  # glibc's renameat2, looked up once (False where the system has none)
+RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, never replacing an existing ``dst`` (FileExistsError instead).
+
+    Linux: one atomic renameat2(RENAME_NOREPLACE). Elsewhere, or on a file system without it: a
+    check, then the rename (callers hold the run's lock, so only a person's hand move can race it)."""
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _renameat2 = libc.renameat2
+            _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        except (OSError, AttributeError):
+            _renameat2 = False
+    if _renameat2:
+        import ctypes
+
+        at_fdcwd = -100
+        if _renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst)) if err != errno.EEXIST else \
+                FileExistsError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -336,3 +336,121 @@ def start_review_server(run: Path, journal: Path, *extra: str):
         if line.startswith("open "):
             return proc, line.split()[1]
     raise AssertionError("review server did not print its URL")
+
+
+# ----------------------------------------------------------------------------- damaged and hostile image files
+
+
+def image_bytes(fmt: str, size: tuple[int, int] = (24, 24), seed: int = 0, **save) -> bytes:
+    """A small noisy RGB image encoded by Pillow as ``fmt`` (PNG, JPEG, TIFF, GIF ...)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def png_with_short_idat(seed: int = 0) -> bytes:
+    """A PNG whose IDAT chunk claims 100 bytes less than it holds: Pillow's loader then reads a chunk
+    header from the middle of the data and raises SyntaxError ("broken PNG file"), not OSError."""
+    import struct
+
+    data = bytearray(image_bytes("PNG", seed=seed))
+    at = data.index(b"IDAT") - 4
+    (n,) = struct.unpack(">I", data[at : at + 4])
+    data[at : at + 4] = struct.pack(">I", n - 100)
+    return bytes(data)
+
+
+def tiff_with_tag_type(tag: int, new_type: int, seed: int = 0) -> bytes:
+    """An uncompressed little-endian TIFF whose ``tag`` entry (273 = StripOffsets) is re-typed to
+    ``new_type`` (11 = FLOAT, 5 = RATIONAL): Pillow then seeks to a float and raises TypeError."""
+    import struct
+
+    data = bytearray(image_bytes("TIFF", seed=seed))
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    for k in range(count):
+        at = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", data, at)[0] == tag:
+            struct.pack_into("<H", data, at + 2, new_type)
+            return bytes(data)
+    raise AssertionError(f"tag {tag} not in the TIFF")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that states ``width`` x ``height`` in its header and holds no pixels: opening it costs
+    nothing, decoding it fails (a stand-in for a huge image, or a decompression bomb over Pillow's limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _structured(data: bytes, rng) -> bytes | None:
+    """A mutation that knows the format: a TIFF tag's type, count or value, a PNG chunk's length, type or
+    CRC, a JPEG segment's length. These reach deep into a decoder, where a byte flip rarely does."""
+    import struct
+
+    d = bytearray(data)
+    if d[:4] == b"II*\x00":
+        (ifd,) = struct.unpack_from("<I", d, 4)
+        (count,) = struct.unpack_from("<H", d, ifd)
+        at = ifd + 2 + 12 * rng.randrange(count)
+        field, value = rng.choice([(2, "<H"), (4, "<I"), (8, "<I")])
+        choice = rng.choice([0, 1, 2, 3, 5, 11, 12, 16, 255, 0xFFFF, 0x7FFFFFFF, rng.randrange(1 << 16)])
+        struct.pack_into(value, d, at + field, choice & (0xFFFF if value == "<H" else 0xFFFFFFFF))
+        return bytes(d)
+    if d[:8] == b"\x89PNG\r\n\x1a\n":
+        chunks, at = [], 8
+        while at + 8 <= len(d):
+            (n,) = struct.unpack_from(">I", d, at)
+            chunks.append(at)
+            at += 12 + n
+        at = rng.choice(chunks)
+        (n,) = struct.unpack_from(">I", d, at)
+        part = rng.randrange(3)
+        if part == 0:
+            struct.pack_into(">I", d, at, max(0, n + rng.choice([-100, -13, -1, 1, 7, 1 << 20])))
+        elif part == 1:
+            d[at + 4 + rng.randrange(4)] = rng.randrange(256)
+        else:
+            d[at + 8 + n - 4 + rng.randrange(4) if at + 12 + n <= len(d) else at] ^= 0xFF
+        return bytes(d)
+    if d[:2] == b"\xff\xd8":
+        marks = [i for i in range(2, min(len(d) - 4, 2000)) if d[i] == 0xFF and 0xC0 <= d[i + 1] <= 0xFE]
+        if marks:
+            at = rng.choice(marks)
+            d[at + 2 + rng.randrange(2)] = rng.randrange(256)
+            return bytes(d)
+    return None
+
+
+def mutate(data: bytes, rng) -> bytes:
+    """A seeded random mutation of ``data``: half the time one that knows the format (:func:`_structured`),
+    else flipped, cut, inserted or zeroed bytes, 1-6 of them."""
+    if rng.random() < 0.5:
+        done = _structured(data, rng)
+        if done is not None:
+            return done
+    d = bytearray(data)
+    for _ in range(rng.randint(1, 6)):
+        op = rng.random()
+        if op < 0.5 and d:
+            d[rng.randrange(len(d))] = rng.randrange(256)
+        elif op < 0.65 and d:
+            d[rng.randrange(min(len(d), 300))] = rng.choice([0, 1, 5, 11, 255])  # headers: types, counts, sizes
+        elif op < 0.8:
+            d = d[: rng.randrange(len(d) + 1)]
+        else:
+            p = rng.randrange(len(d) + 1)
+            d[p:p] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+    return bytes(d)

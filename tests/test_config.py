@@ -28,7 +28,7 @@ def test_default_pipeline_loads_and_round_trips(tmp_path):
         ("classes: [a]\n", "classes"),
         ("classes: closed\n", "classes must be a list, got 'closed'"),
         ("classes: [a, b, A]\n", "distinct"),
-        ("classes: [a, unclear]\nfolder_names: name\n", "cannot be a folder name"),
+        ("classes: [a, unclear]\nfolder_names: name\n", "cannot name its folder"),
         ("folder_names: labels\n", "folder_names must be 'index' or 'name'"),
         ("image_size: big\n", "image_size must be a whole number, got 'big'"),
         ("image_size: [32, 40, 3]\n", r"image_size must be one number or \[height, width\]"),

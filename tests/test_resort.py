@@ -258,7 +258,7 @@ def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_pat
     journal = tmp_path / "journal.csv"
     scores = binary_probs(fixed_scores(fake_run))
     before = rows_of(fake_run)
-    real_rename, calls = os.rename, []
+    real_rename, calls = sort.rename_noreplace, []
 
     def crash_after_three(src, dst):
         if len(calls) == 3:
@@ -266,10 +266,10 @@ def test_an_interrupted_resort_is_finished_by_the_next_command(fake_run, tmp_pat
         calls.append(src)
         real_rename(src, dst)
 
-    monkeypatch.setattr(sort.os, "rename", crash_after_three)
+    monkeypatch.setattr(sort, "rename_noreplace", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         resort_run(fake_run, journal, ResortConfig(), scores=scores)
-    monkeypatch.setattr(sort.os, "rename", real_rename)
+    monkeypatch.setattr(sort, "rename_noreplace", real_rename)
     assert (fake_run / sort.PENDING).is_file() and rows_of(fake_run) == before
     st = ReviewState(fake_run, journal)  # e.g. `pseudolabel review` opens the run next
     assert not (fake_run / sort.PENDING).exists() and rows_of(fake_run) != before

@@ -1,3 +1,5 @@
+import errno
+
 import numpy as np
 import pytest
 
@@ -52,7 +54,7 @@ def test_materialize_links_every_image_once_and_leaves_originals_untouched(small
 
 def test_copy_fallback_keeps_bytes_and_mtime(small_pool, tmp_path, monkeypatch):
     def no_links(*a, **k):
-        raise OSError("cross-device link")
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(sort.os, "link", no_links)
     src = next(small_pool.iterdir())
