@@ -14,10 +14,12 @@ from . import __version__
 from . import cli_tools as tools
 from . import device as devices
 from .cache import cache_dir
-from .config import BACKBONE_HELP, FINETUNES, MONITORS, PRETRAINS, TTA_MODES, Config, load_config, with_overrides
+from .config import BACKBONE_HELP, MONITORS, PRETRAINS, TRAINS, TTA_MODES, Config, load_config, with_overrides
 from .predict import BACKENDS
 
 DEFAULT_PIPELINE = "pipelines/eyes.yaml"
+PRETRAINED_HELP = ("weights to start from: none, imagenet, timm/<model>.<tag>, hf-hub:<org>/<repo> or a file "
+                   "(`pseudolabel weights list` shows what a pipeline loads)")
 
 
 def _pipeline_path(value: str | None) -> Path:
@@ -73,9 +75,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    "both models, or TA,TB")  # fmt: skip
     p.add_argument("--n-train", type=int, dest="n_train", help="seed labels used for training")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--pretrained", help="local weights file for resnet50")
-    p.add_argument("--finetune", choices=FINETUNES, help="with --pretrained: 'staged' fine-tunes resnet50 head "
-                   "first, then everything (the staged: section)")
+    p.add_argument("--pretrained", help=PRETRAINED_HELP + " (both seed models; the label check follows)")
+    p.add_argument("--train", choices=TRAINS, help="how both seed models learn: finetune, staged (head first, then "
+                   "everything) or frozen (a head on the pretrained encoder's embeddings); staged and frozen need "
+                   "--pretrained")  # fmt: skip
+    p.add_argument("--finetune", choices=["none", "staged"], help=argparse.SUPPRESS)  # before --train: staged
     p.add_argument("--epochs", type=int, help="epochs for both seed models (debugging / quick runs)")
     p.add_argument("--fixmatch-epochs", type=int, dest="fixmatch_epochs", help="FixMatch epochs of the teacher")
     p.add_argument("--student-max", type=int, dest="student_max", help="pool images the student learns from")
@@ -86,10 +90,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def resolve_run_config(args: argparse.Namespace) -> Config:
     cfg = load_config(_pipeline_path(args.pipeline))
+    train = args.train or {"staged": "staged", "none": None, None: None}[args.finetune]
     over = {
         "images": args.images, "labels": args.labels, "threshold": args.threshold, "n_train": args.n_train,
-        "seed": args.seed, "pretrained": args.pretrained, "student_max": args.student_max, "limit": args.limit,
-        "finetune": args.finetune, "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
+        "seed": args.seed, "student_max": args.student_max, "limit": args.limit,
+        "resnet50.pretrained": args.pretrained, "yolo.pretrained": args.pretrained,
+        "resnet50.train": train, "yolo.train": train,
+        "resnet50.epochs": args.epochs, "yolo.epochs": args.epochs, "yolo.fixmatch_epochs": args.fixmatch_epochs,
         **engine_overrides(args),
     }  # fmt: skip
     return with_overrides(cfg, **over)
@@ -180,9 +187,10 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation in the exported model (default flip+shift: "
                    "10 views averaged; none predicts about 10x faster)")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--pretrained", help="local weights file for a resnet50 final model (--backbone resnet50)")
-    p.add_argument("--finetune", choices=FINETUNES, help="with --pretrained: 'staged' fine-tunes the head first, "
-                   "then everything, instead of pretraining and the warm-up")
+    p.add_argument("--pretrained", help=PRETRAINED_HELP + " (a timm backbone or yolov8-cls)")
+    p.add_argument("--train", choices=TRAINS, help="finetune (SimCLR, warm-up, FixMatch), staged (head first, then "
+                   "everything, then FixMatch) or frozen (the pretrained encoder plus a logistic regression)")
+    p.add_argument("--finetune", choices=["none", "staged"], help=argparse.SUPPRESS)  # before --train: staged
     _add_device_engine(p, "Ray Train workers (DDP) training FixMatch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -196,9 +204,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             raise ValueError(f"not a run folder (no {need}): {run}")
     over = {f"retrain.{k}": getattr(args, k) for k in ("backbone", "members", "epochs", "pretrain_epochs", "threshold",
                                                        "monitor", "vote_weight", "unlabeled", "threshold_user",
-                                                       "tta", "pretrain", "probe")}  # fmt: skip
-    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, pretrained=args.pretrained,
-                         finetune=args.finetune, **over,
+                                                       "tta", "pretrain", "probe", "pretrained")}  # fmt: skip
+    over["retrain.train"] = args.train or {"staged": "staged", "none": None, None: None}[args.finetune]
+    cfg = with_overrides(load_config(run / "config.yaml"), seed=args.seed, **over,
                          **engine_overrides(args, "ray.train_workers"))  # fmt: skip
     devices.use(cfg.device)
     m = retrain(cfg, run, args.journal, overwrite=args.overwrite, progress=not args.quiet)

@@ -17,6 +17,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    "the pipeline's compare.backbones)")  # fmt: skip
     p.add_argument("--epochs", type=int, help="supervised passes over the labeled set, every backbone alike")
     p.add_argument("--journal", help="review journal (default: RUN/journal.csv)")
+    p.add_argument("--pretrained", help="none or imagenet: every backbone from scratch, or from its library's "
+                   "ImageNet weights")  # fmt: skip
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -28,7 +30,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not (run / "config.yaml").is_file():
         raise ValueError(f"not a run folder (no config.yaml): {run}")
-    cfg = with_overrides(load_config(run / "config.yaml"), device=args.device, **{"compare.epochs": args.epochs})
+    cfg = with_overrides(load_config(run / "config.yaml"), device=args.device, **{"compare.epochs": args.epochs,
+                                                                                  "compare.pretrained": args.pretrained})
+    if args.backbones:
+        cfg = with_overrides(cfg, **{"compare.backbones": args.backbones})
+    from .weights import resolve_all
+
+    resolve_all(cfg, "compare")  # missing weights: one line, before any work
     devices.use(cfg.device)
     compare(cfg, run, Path(args.journal) if args.journal else journal_path_for(run), args.backbones,
             progress=not args.quiet)
@@ -86,10 +94,50 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="pretrained weights: what a pipeline loads, and fetching them")
+    ws = p.add_subparsers(dest="weights_command", required=True)
+    f = ws.add_parser("fetch", help="download weights by name, through the library that owns them (needs network)")
+    f.add_argument("names", nargs="+", help="timm/<model>.<tag>, hf-hub:<org>/<repo>, a timm architecture (its "
+                   "default ImageNet tag) or yolov8{n,s,m}-cls.pt")  # fmt: skip
+    ls = ws.add_parser("list", help="what each model of a pipeline would load, and whether it is here")
+    ls.add_argument("pipeline", nargs="?", help="pipeline YAML or name in pipelines/ (default: pipelines/eyes.yaml)")
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights as w
+
+    if args.weights_command == "fetch":
+        for name in args.names:
+            if not w.reachable(w.YOLO_HOST if name.endswith("-cls.pt") else w.HF_HOST):
+                raise ValueError(f"cannot reach {w.YOLO_HOST if name.endswith('-cls.pt') else w.HF_HOST} to fetch "
+                                 f"{name}; run this where there is network, then copy the cache")
+            path = w.download(name)
+            print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {w.sha256_of(path)})")
+        return 0
+    from .cli import _pipeline_path
+
+    cfg = load_config(_pipeline_path(args.pipeline))
+    rows = w.pipeline_models(cfg)
+    print(f"{'model':<24}{'weights':<44}{'here':<6}{'MB':>8}  sha256 / where to put it")
+    for model in cfg.models:
+        if not any(r[0] == model for r in rows):
+            print(f"{model:<24}{'none (from scratch)':<44}")
+    for model, _, spec, fam, arch in rows:
+        name = w.describe(spec, fam, arch)
+        try:
+            got = w.resolve(spec, fam, arch, model, fetch=False)
+            print(f"{model:<24}{name:<44}{'yes':<6}{got.path.stat().st_size / 1e6:>8.1f}  {got.sha256}  {got.path}")
+        except ValueError as exc:
+            print(f"{model:<24}{name:<44}{'no':<6}{'':>8}  {str(exc).split('(looked in ')[-1].split(')')[0]}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_compare(sub)
     _add_export(sub)
     _add_init(sub)
+    _add_weights(sub)
 
 
-COMMANDS = {"compare": cmd_compare, "export": cmd_export, "init": cmd_init}
+COMMANDS = {"compare": cmd_compare, "export": cmd_export, "init": cmd_init, "weights": cmd_weights}

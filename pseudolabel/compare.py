@@ -34,7 +34,8 @@ def build(name: str, cfg: Config) -> torch.nn.Module:
     m = _YOLO.match(name)
     kind, variant = ("yolov8-cls", m.group(1)) if m else (name, "n")
     return create_backbone(kind, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
-                           input_size=cfg.compare.input_size, variant=variant, norm=norm_stats(cfg))  # fmt: skip
+                           input_size=cfg.compare.input_size, variant=variant, norm=norm_stats(cfg),
+                           pretrained=cfg.compare.pretrained)  # fmt: skip
 
 
 def cpu_latency_ms(module: torch.nn.Module, x: np.ndarray, batch: int) -> float:

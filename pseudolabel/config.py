@@ -24,8 +24,17 @@ class SeedTrainConfig:
     weight_decay: float = 5e-4  # L2 penalty on the weights
     patience: int = 15  # stop after this many epochs without a better validation loss
     variant: str = "n"  # yolov8-cls size: n, s or m (ignored by resnet50)
+    arch: str = "resnet50"  # the resnet50 seed model's timm architecture (any timm name; ignored by yolov8-cls)
+    pretrained: str = "none"  # the weights it starts from: none, imagenet, timm/<model>.<tag>, hf-hub:<org>/<repo>
+    # or a file (a state dict, or an ultralytics checkpoint for yolov8-cls); see `pseudolabel weights list`
+    train: str = "finetune"  # "finetune" (the loop below), "staged" (head first, then everything: staged:) or
+    # "frozen" (the pretrained encoder embeds every image once, a light head learns on the labels)
+    head: str = "logreg"  # train: frozen: the head on the embeddings, scikit-learn "logreg" or "knn"
+    head_c: float = 1.0  # train: frozen, head logreg: inverse L2 strength C (on standardised embeddings)
+    knn_k: int = 10  # train: frozen, head knn: neighbours (distance-weighted, cosine)
     stem: str = "upsample"  # resnet50 input adaptation: "upsample" (stock stem) or "stride1" (3x3 stem, no maxpool)
-    input_size: int = 32  # resnet50 with stem=upsample: the shorter side is resized to at least this many pixels
+    input_size: int | None = None  # the shorter side is resized to at least this many pixels; None: 32 from scratch,
+    # PRETRAINED_INPUT (112) with pretrained weights
     tta: bool = True  # average the prediction over the image and its horizontal flip
     fixmatch_epochs: int = 0  # after supervised training: FixMatch epochs (0 = off)
     fixmatch_epoch_steps: int = 32  # optimiser steps per FixMatch epoch, unlabeled batches drawn at random from the pool
@@ -41,7 +50,13 @@ class RetrainConfig:
 
     backbone: str = "tinycnn"  # a name in the backbone registry (models.BACKBONES) or any timm model name
     variant: str = "n"  # yolov8-cls size: n, s or m
-    input_size: int = 32  # timm and yolov8-cls backbones see images resized to at least this many pixels
+    pretrained: str = "none"  # the final model's weights (a timm backbone or yolov8-cls; tinycnn has none): none,
+    # imagenet, timm/<model>.<tag>, hf-hub:<org>/<repo> or a file
+    train: str = "finetune"  # "finetune" (SimCLR, warm-up, FixMatch), "staged" (staged: instead of SimCLR and the
+    # warm-up, then FixMatch) or "frozen" (the pretrained encoder plus a logistic regression, no FixMatch)
+    head_c: float = 1.0  # train: frozen: inverse L2 strength C of the logistic regression
+    input_size: int | None = None  # timm and yolov8-cls backbones see images resized to at least this many pixels;
+    # None: 32 from scratch, PRETRAINED_INPUT (112) with pretrained weights
     width: int = 16  # tinycnn: channels of its first stage (the next two have 2x and 4x)
     members: int = 2  # networks trained apart (own seed, own pretraining) and averaged into one exported model
     pretrain: str = "simclr"  # self-supervised pretraining on the pool before any label: "simclr", "vae" or "none"
@@ -83,7 +98,9 @@ class RetrainConfig:
 
 
 MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
-FINETUNES = ("none", "staged")  # what finetune accepts
+TRAINS = ("finetune", "staged", "frozen")  # what a model section's train accepts
+HEADS = ("logreg", "knn")  # train: frozen's heads
+PRETRAINED_INPUT = 112  # input_size of pretrained networks when not set (docs/measurements.md: seconds per size)
 PRETRAINS = ("simclr", "vae", "none")  # what retrain.pretrain accepts
 TTA_MODES = ("none", "flip", "flip+shift")  # what retrain.tta accepts (see augment.tta_views)
 WEAK_SHIFTS = ("bilinear", "crop")  # the weak view's shift: sub-pixel resampling or whole-pixel pad-and-crop
@@ -100,8 +117,15 @@ class LabelCheckConfig:
     max_train: int = 1000  # each fold's CNN trains on at most this many labeled images (all seed labels included)
     max_share: float = 0.03  # flag at most this share of the labeled images, least trustworthy first
     backbone: str = "yolov8-cls"  # each fold's CNN, from the backbone registry
+    pretrained: str = "auto"  # the checker's weights (as a model section's pretrained); "auto": the first seed
+    # model's when the checker is that kind of model, else its ImageNet weights when the first seed model has
+    # weights, else none. With a frozen first seed model the checker is its encoder with a logistic regression
     batch_size: int = 64  # images per step of each fold's CNN
     lr: float = 2e-3  # peak learning rate of each fold's CNN
+    alpha: float = 0.05  # the checker flags nothing unless its out-of-fold accuracy beats chance (binomial test) ...
+    min_accuracy: float = 0.8  # ... and is at least this: a checker weaker than the labels it checks stays quiet
+    seed_max_p: float = 0.05  # a person's seed label is flagged only when the checker gives it at most this
+    # probability (a vote's label needs only cleanlab's flag): stronger evidence against a human
 
 
 @dataclass(frozen=True)
@@ -142,7 +166,9 @@ class CompareConfig:
     epochs: int = 10  # supervised passes over the labeled set, the same for every backbone
     batch_size: int = 32  # labeled images per step
     lr: float = 1e-3  # peak learning rate (AdamW, one-cycle)
-    input_size: int = 32  # images are resized so that the shorter side is at least this many pixels
+    pretrained: str = "none"  # none or imagenet (every backbone its library's ImageNet weights)
+    input_size: int | None = None  # images are resized so that the shorter side is at least this many pixels;
+    # None: 32 from scratch, PRETRAINED_INPUT with pretrained weights
     latency_batch: int = 64  # images per forward pass when CPU latency per image is timed
 
 
@@ -186,16 +212,18 @@ class Config:
     engine: str = "local"  # who scores the pool and trains the final model: "local" (this process) or "ray"
     threshold: float | tuple[float, ...] = 0.8  # decided as class c when both models' top class is c and each
     # top probability is >= this; one number for both models or one per model, in the order of `models`
-    vote_alpha: float = 0.05  # a seed model votes only if its validation accuracy beats always naming the most
-    # common validation class (one-sided binomial test, p <= this); else the vote decides nothing. 1 = no check
+    vote_alpha: float = 0.05  # a seed model votes only if its accuracy on held-out seed labels beats always naming
+    # the most common class (one-sided binomial test, p <= this); else the vote decides nothing. 1 = no check.
+    # A frozen model is judged out of fold on every seed label; a trained one on the validation split
+    vote_folds: int = 5  # out-of-fold folds of that check for frozen seed models (cheap: a head per fold)
+    vote_min_precision: float = 0.8  # and the vote rule, applied to those held-out seed labels, must be right on at
+    # least this share of the ones it decides (a guess at its folders' precision); else it decides nothing. 0 = off
     teacher_conf: float = 0.8  # the second model also learns from pool images the first gives a top probability >= this
     student_max: int = 1500  # at most this many such pool images (random, seeded); 0 = seeds only
     review_curve: str | None = None  # a measured review-effort curve (JSON by benchmarks/review_curve.py) that the
     # run report shows, so users see what reviewing buys; None = no such section
     limit: int | None = None  # quick trials: only the first N pool images, plus every seed-labeled one; None = all
     models: tuple[str, ...] = ("yolov8-cls", "resnet50")  # the two voters; the first also teaches the second
-    pretrained: str | None = None  # local weights file for resnet50 and a timm final model (no hub); None = scratch
-    finetune: str = "none"  # with pretrained weights: "staged" (see staged:) for the seed and a resnet50 final model
     staged: StagedConfig = field(default_factory=StagedConfig)  # the staged fine-tuning recipe (finetune: staged)
     resnet50: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # resnet50 training settings
     yolo: SeedTrainConfig = field(default_factory=SeedTrainConfig)  # yolov8-cls training settings
@@ -209,6 +237,10 @@ class Config:
         from .config_checks import validate
 
         validate(self)
+
+    def section(self, model: str) -> SeedTrainConfig:
+        """The training section of a seed model by name: resnet50 -> resnet50:, yolov8-cls -> yolo:."""
+        return self.resnet50 if model == "resnet50" else self.yolo
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -240,6 +272,13 @@ def accept_per_class(rs: ResortConfig, k: int) -> tuple[float, ...]:
 _NESTED = {"resnet50": SeedTrainConfig, "yolo": SeedTrainConfig, "retrain": RetrainConfig,
            "label_check": LabelCheckConfig, "resort": ResortConfig, "ray": RayConfig, "staged": StagedConfig,
            "compare": CompareConfig}
+
+
+def input_px(size: int | None, pretrained: str | None) -> int:
+    """An ``input_size`` setting as pixels: as set, else 32 from scratch and :data:`PRETRAINED_INPUT` with weights."""
+    from .weights import is_none
+
+    return int(size) if size is not None else (32 if is_none(pretrained) else PRETRAINED_INPUT)
 
 
 def image_hw(size: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
@@ -295,6 +334,15 @@ def _legacy(cls: type, data: dict[str, Any]) -> dict[str, Any]:
         if not all(isinstance(x, (int, float)) and 0 <= x < 0.5 for x in pair) or len(pair) > 2:
             raise ValueError(f"margin must be in [0, 0.5), or a pair of such, got {m!r}")
         data["threshold"] = [0.5 + x for x in pair] if len(pair) > 1 else 0.5 + pair[0]
+    if cls is Config and ("pretrained" in data or "finetune" in data):  # before per-model weights (issue 48)
+        weights, staged = data.pop("pretrained", None), data.pop("finetune", "none") == "staged"
+        if weights:  # a file for the resnet50 seed model and a timm final model
+            data["resnet50"] = {"pretrained": weights, **({"train": "staged"} if staged else {}),
+                                **(data.get("resnet50") or {})}
+            backbone = (data.get("retrain") or {}).get("backbone", "tinycnn")
+            if backbone not in ("tinycnn", "yolov8-cls"):
+                data["retrain"] = {"pretrained": weights, **({"train": "staged"} if staged else {}),
+                                   **(data.get("retrain") or {})}
     if cls is ResortConfig and ("closed_below" in data or "open_above" in data) and "accept" not in data:
         cb, oa = data.pop("closed_below", 0.05), data.pop("open_above", 0.998)
         data["accept"] = [1.0 - cb, oa]
@@ -307,6 +355,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
     data = _legacy(cls, data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if "pretrained" in fields and data.get("pretrained", "") is None:  # `pretrained:` left empty, or null
+        data["pretrained"] = "none"
     unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")

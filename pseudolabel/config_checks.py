@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from .names import run_folder_problem
-from .config import (FINETUNES, MONITORS, PRETRAINS, TTA_MODES, WEAK_SHIFTS,
+from .weights import is_none
+from .config import (HEADS, MONITORS, PRETRAINS, TRAINS, TTA_MODES, WEAK_SHIFTS,
                      Config, RayConfig, RetrainConfig, accept_per_class, image_hw)
 from .vote import check_threshold
 
@@ -74,8 +75,26 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     _validate_retrain(cfg.retrain)
     check_engine(cfg.engine, cfg.ray)
-    if cfg.finetune not in FINETUNES:
-        raise ValueError(f"finetune must be one of {FINETUNES}, got {cfg.finetune!r}")
+    for where, sec in (("resnet50", cfg.resnet50), ("yolo", cfg.yolo), ("retrain", cfg.retrain)):
+        if sec.train not in TRAINS:
+            raise ValueError(f"{where}: train must be one of {', '.join(TRAINS)}, got {sec.train!r}")
+        if sec.input_size is not None and not 8 <= sec.input_size <= 1024:
+            raise ValueError(f"{where}: input_size must be empty or 8 to 1024 pixels, got {sec.input_size!r}")
+        if sec.train != "finetune" and is_none(sec.pretrained):
+            raise ValueError(f"{where}: train: {sec.train} needs pretrained weights (pretrained: imagenet, a hub name "
+                             "or a file)")
+        if not isinstance(sec.pretrained, str):
+            raise ValueError(f"{where}: pretrained must be a name or a file, got {sec.pretrained!r}")
+    for where, sec in (("resnet50", cfg.resnet50), ("yolo", cfg.yolo)):
+        if sec.head not in HEADS or sec.head_c <= 0 or sec.knn_k < 1:
+            raise ValueError(f"{where}: head must be one of {', '.join(HEADS)}, head_c > 0 and knn_k >= 1; got "
+                             f"{sec.head!r}, {sec.head_c!r}, {sec.knn_k!r}")
+    if cfg.retrain.train == "frozen" and cfg.retrain.backbone == "tinycnn":
+        raise ValueError("retrain: train: frozen needs a pretrained backbone (a timm name or yolov8-cls), not tinycnn")
+    if not 0.0 <= cfg.vote_min_precision <= 1.0:
+        raise ValueError(f"vote_min_precision must be in [0, 1], got {cfg.vote_min_precision!r}")
+    if cfg.vote_folds < 2:
+        raise ValueError(f"vote_folds must be 2 or more, got {cfg.vote_folds!r}")
     st = cfg.staged
     if min(st.head_epochs, st.plateau_patience, st.stop_patience) < 0 or st.epochs < 1 or st.batch_size < 2 or not (
             0 < st.plateau_factor < 1) or min(st.backbone_lr, st.head_lr) <= 0:
@@ -95,6 +114,9 @@ def validate(cfg: Config) -> None:
     lc = cfg.label_check
     if lc.folds < 2 or lc.epochs < 1 or lc.max_train < 2 or not 0.0 <= lc.max_share <= 1.0:
         raise ValueError(f"label_check: folds >= 2, epochs >= 1, max_train >= 2, max_share in [0, 1]; got {lc!r}")
+    if not (0.0 < lc.alpha <= 1.0 and 0.0 <= lc.min_accuracy <= 1.0 and 0.0 <= lc.seed_max_p <= 1.0):
+        raise ValueError(f"label_check: alpha in (0, 1], min_accuracy and seed_max_p in [0, 1]; got {lc.alpha!r}, "
+                         f"{lc.min_accuracy!r}, {lc.seed_max_p!r}")
     for sub in (cfg.resnet50, cfg.yolo):
         if sub.variant not in ("n", "s", "m"):
             raise ValueError(f"yolo variant must be n, s or m, got {sub.variant!r}")

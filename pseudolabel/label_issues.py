@@ -113,9 +113,10 @@ def flagged_label(note: str) -> int:
     return int(note.split(" says ", 1)[1][0])
 
 
-def cnn_fit_predict(lc, channels: int, image_size: tuple[int, int], num_classes: int, norm=None) -> FitPredict:
+def cnn_fit_predict(lc, channels: int, image_size: tuple[int, int], num_classes: int, norm=None,
+                    pretrained: str = "none") -> FitPredict:
     """A fit-predict function: ``lc.backbone`` (a LabelCheckConfig's) trained supervised for
-    ``lc.epochs`` (no early stop), with K = ``num_classes`` outputs."""
+    ``lc.epochs`` (no early stop), with K = ``num_classes`` outputs, from ``pretrained`` weights."""
 
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
         import torch
@@ -126,7 +127,7 @@ def cnn_fit_predict(lc, channels: int, image_size: tuple[int, int], num_classes:
 
         torch.manual_seed(seed)
         net = create_backbone(lc.backbone, num_classes=num_classes, in_chans=channels, image_size=image_size,
-                              norm=norm)
+                              norm=norm, pretrained=pretrained)
         tc = SeedTrainConfig(epochs=lc.epochs, batch_size=lc.batch_size, lr=lc.lr, patience=lc.epochs)
         fit_module(net, x_train, y_train, x_train[:64], y_train[:64], tc, seed, "label check", False)
         return predict_probs(net, x_test).numpy()  # streamed: x_test stays uint8

@@ -47,17 +47,29 @@ def create_seed_model(name: str, cfg: Config, progress: bool = True) -> SeedMode
     """Build a seed model by name through the backbone registry: ``"resnet50"`` (timm) or
     ``"yolov8-cls"`` (ultralytics), with K = len(cfg.classes) outputs and cfg.channels inputs.
 
-    Both are :class:`TorchSeed` objects with the same ``fit`` / ``predict_proba``.
+    Both are :class:`TorchSeed` objects (``train: finetune`` or ``staged``), or
+    :class:`frozen.FrozenSeed` (``train: frozen``), with the same ``fit`` / ``predict_proba``.
     """
     if name not in SEED_MODELS:
         raise ValueError(f"unknown seed model {name!r}; choose from {', '.join(SEED_MODELS)}")
     torch.manual_seed(cfg.seed)
-    tc = cfg.resnet50 if name == "resnet50" else cfg.yolo
+    tc = cfg.section(name)
     module = create_backbone(name, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
-                             input_size=tc.input_size, variant=tc.variant, stem=tc.stem,
-                             pretrained=cfg.pretrained if name == "resnet50" else None, norm=norm_stats(cfg))
-    staged = cfg.staged if cfg.finetune == "staged" and cfg.pretrained and name == "resnet50" else None
-    return TorchSeed(name, module, tc, cfg.seed, progress, staged)
+                             input_size=tc.input_size, variant=tc.variant, stem=tc.stem, pretrained=tc.pretrained,
+                             norm=norm_stats(cfg), arch=tc.arch if name == "resnet50" else None)  # fmt: skip
+    if tc.train == "frozen":
+        from .frozen import FrozenSeed
+
+        return FrozenSeed(name, module, tc, cfg.seed, progress, cache=frozen_cache(cfg))
+    return TorchSeed(name, module, tc, cfg.seed, progress, cfg.staged if tc.train == "staged" else None)
+
+
+def frozen_cache(cfg: Config):
+    """Where frozen encoders keep their embeddings: ``embeddings/`` in the pool cache (None: off)."""
+    from .cache import cache_dir
+
+    root = cache_dir(cfg.pool_cache)
+    return root / "embeddings" if root is not None else None
 
 
 def norm_stats(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -171,21 +183,13 @@ def upsampled(hw: tuple[int, int], input_size: int) -> tuple[int, int]:
     return round(h * f), round(w * f)
 
 
-def _pretrained_kwargs(pretrained: str | None) -> dict:
-    if not pretrained:
-        return {}
-    if not Path(pretrained).is_file():
-        raise ValueError(f"pretrained weights file not found: {pretrained}")
-    return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
-
-
-def _weights_norm(net: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean and std a pretrained timm network was trained with, reduced to ``in_chans`` channels."""
-    cfg = getattr(net, "pretrained_cfg", {}) or {}
-    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+def reduce_norm(mean: tuple[float, ...], std: tuple[float, ...], in_chans: int
+                ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The RGB mean and std of pretrained weights for ``in_chans`` inputs: their average for grey (whose
+    first layer timm sums over RGB), else as they are."""
     if in_chans == 1:
         return (sum(mean) / len(mean),), (sum(std) / len(std),)
-    return mean[:in_chans], std[:in_chans]
+    return tuple(mean[:in_chans]), tuple(std[:in_chans])
 
 
 def _conv_pair(c_in: int, c_out: int) -> list[nn.Module]:
@@ -260,56 +264,90 @@ def _tinycnn(*, num_classes: int, in_chans: int, image_size: tuple[int, int], wi
 
 @register_backbone("yolov8-cls")
 def _yolov8_cls(*, num_classes: int, in_chans: int, image_size: tuple[int, int], input_size: int = 32,
-                variant: str = "n", **_) -> nn.Module:
-    from .yolo import build_yolo_cls
+                variant: str = "n", weights=None, **_) -> nn.Module:
+    """YOLOv8-cls (ultralytics, :mod:`pseudolabel.yolo`): from its yaml, or from ``weights``' checkpoint."""
+    from .yolo import build_yolo_cls, pretrained_yolo_cls
 
     h, w = image_size
-    return build_yolo_cls(variant, in_chans, (max(h, input_size), max(w, input_size)), num_classes)
+    size = (max(h, input_size), max(w, input_size))
+    if weights is not None:
+        return pretrained_yolo_cls(weights.path, in_chans, size, num_classes)
+    return build_yolo_cls(variant, in_chans, size, num_classes)
+
+
+def timm_net(arch: str, *, num_classes: int, in_chans: int, weights=None) -> nn.Module:
+    """``timm.create_model(arch, num_classes=, in_chans=, pretrained=)``: with ``weights`` (resolved, see
+    :mod:`pseudolabel.weights`), timm loads exactly that file, drops its classifier for K classes and sums
+    its first layer over RGB for grey input."""
+    import timm
+
+    if weights is None:
+        return timm.create_model(arch, num_classes=num_classes, in_chans=in_chans)
+    name = weights.arch if weights.source != "file" else arch
+    return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=True,
+                             pretrained_cfg_overlay=dict(file=str(weights.path)))  # fmt: skip
 
 
 @register_backbone("resnet50")
 def _resnet50(*, num_classes: int, in_chans: int, image_size: tuple[int, int], input_size: int = 32,
-              stem: str = "upsample", pretrained: str | None = None, **_) -> nn.Module:
-    """timm ResNet50 adapted to small inputs. stem="stride1": 3x3 stride-1 first conv and no max-pool,
-    at the image size; stem="upsample": the stock network on the input upsampled so that its shorter
-    side is ``input_size``. ``pretrained``: a local weights file (timm's pretrained_cfg_overlay),
-    whose own mean and std then normalise the input."""
-    import timm
-
-    net = timm.create_model("resnet50", num_classes=num_classes, in_chans=in_chans, **_pretrained_kwargs(pretrained))
+              stem: str = "upsample", weights=None, arch: str = "resnet50", **_) -> nn.Module:
+    """timm ResNet50 (or ``arch``) adapted to small inputs. stem="stride1": 3x3 stride-1 first conv and
+    no max-pool, at the image size; stem="upsample": the stock network on the input upsampled so that
+    its shorter side is ``input_size``. ``weights``: pretrained, whose own mean and std then normalise
+    the input."""
+    net = timm_net(arch, num_classes=num_classes, in_chans=in_chans, weights=weights)
     if stem == "stride1":
         net.conv1 = nn.Conv2d(in_chans, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
         body = _Resize(net, image_size)
     else:
         body = _Resize(net, upsampled(image_size, input_size))
-    return Normalize(body, *_weights_norm(net, in_chans)) if pretrained else body
+    return Normalize(body, *reduce_norm(weights.mean, weights.std, in_chans)) if weights is not None else body
+
+
+def weights_for(name: str, pretrained: str | None, *, variant: str = "n", arch: str | None = None):
+    """The resolved pretrained weights of backbone ``name`` (:func:`weights.resolve`), or None."""
+    from . import weights as w
+
+    if w.is_none(pretrained):
+        return None
+    if name == "tinycnn":
+        raise ValueError("tinycnn has no pretrained weights; set its pretrained: none, or choose a timm backbone")
+    if name == "yolov8-cls":
+        return w.resolve(str(pretrained), w.YOLO, variant, "yolov8-cls")
+    arch = arch or name
+    return w.resolve(str(pretrained), w.TIMM, arch, arch)
 
 
 def create_backbone(name: str, *, num_classes: int, in_chans: int, image_size: int | tuple[int, int],
-                    input_size: int = 32, variant: str = "n", width: int = 16, stem: str = "upsample",
-                    pretrained: str | None = None, norm: tuple | None = None) -> nn.Module:
+                    input_size: int | None = None, variant: str = "n", width: int = 16, stem: str = "upsample",
+                    pretrained: str | None = None, norm: tuple | None = None, arch: str | None = None
+                    ) -> nn.Module:
     """A classifier by name: (N, in_chans, H, W) in [0, 1] -> (N, num_classes) logits.
 
     ``name``: a registered backbone (:data:`BACKBONES`) or any timm model name (resized so that the
-    shorter side is at least ``input_size``). ``norm``: (mean, std) per channel applied first, or None
-    (a pretrained network brings its own)."""
+    shorter side is at least ``input_size``; None: 32, or :data:`config.PRETRAINED_INPUT` with weights).
+    ``pretrained``: none, imagenet, a hub name or a file (:mod:`pseudolabel.weights`); ``arch``: the timm
+    architecture of ``resnet50``. ``norm``: (mean, std) per channel applied first, or None; pretrained
+    weights bring their own instead."""
+    from .config import input_px
+
     hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    weights = weights_for(name, pretrained, variant=variant, arch=arch or ("resnet50" if name == "resnet50" else None))
+    px = input_px(input_size, pretrained)
     if name in BACKBONES:
-        net = BACKBONES[name](num_classes=num_classes, in_chans=in_chans, image_size=hw, input_size=input_size,
-                              variant=variant, width=width, stem=stem, pretrained=pretrained)  # fmt: skip
-        own_norm = name == "resnet50" and pretrained
+        net = BACKBONES[name](num_classes=num_classes, in_chans=in_chans, image_size=hw, input_size=px,
+                              variant=variant, width=width, stem=stem, weights=weights,
+                              arch=arch or "resnet50")  # fmt: skip
     else:
         import timm
 
         if not timm.is_model(name):
             raise ValueError(f"unknown backbone {name!r}: use {BACKBONE_HELP}")
-        inner = timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **_pretrained_kwargs(pretrained))
-        net = _Resize(inner, upsampled(hw, input_size))
-        if pretrained:  # the weights' own mean and std normalise the input, as for resnet50
-            net = Normalize(net, *_weights_norm(inner, in_chans))
-        own_norm = bool(pretrained)
-    return Normalize(net, *norm) if norm is not None and not own_norm else net
+        net = _Resize(timm_net(name, num_classes=num_classes, in_chans=in_chans, weights=weights), upsampled(hw, px))
+        if weights is not None:  # the weights' own mean and std normalise the input, as for resnet50
+            net = Normalize(net, *reduce_norm(weights.mean, weights.std, in_chans))
+    return Normalize(net, *norm) if norm is not None and weights is None else net
 
 
 class TorchSeed:

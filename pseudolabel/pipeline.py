@@ -54,6 +54,8 @@ class RunResult:
     issues: dict[str, str] = field(default_factory=dict)  # image -> why its label looks wrong (queued first)
     chance: dict[str, dict] = field(default_factory=dict)  # model -> vote.chance_test on the validation split
     trusted: bool = True  # every seed model beat chance (vote_alpha): else the vote decided nothing
+    label_check: dict = field(default_factory=dict)  # the label check's checker, its accuracy and whether it counted
+    precision: dict = field(default_factory=dict)  # the vote rule on held-out seed labels: decided, right, min
 
 
 def load_inputs(cfg: Config, problems: Problems, progress: bool) -> tuple[Config, Pool, Seeds]:
@@ -128,8 +130,8 @@ def train_seed_models(cfg: Config, pool: Pool, seeds: Seeds, progress: bool, sec
 def score_pool(cfg: Config, model: SeedModel, pool: Pool) -> np.ndarray:
     """(N, K) probabilities of ``model`` for the pool: in this process from the decoded pool, or with
     ``engine: ray`` on Ray Data actors reading the pool's files (they decoded here, so none may fail)."""
-    if cfg.engine != "ray":
-        return model.predict_proba(pool.images)
+    if cfg.engine != "ray" or not hasattr(model, "module") or getattr(model, "encoder", None) is not None:
+        return model.predict_proba(pool.images)  # a frozen model's head is scikit-learn's: scored here
     from . import ray_engine
 
     paths = [pool.root / n for n in pool.names]
@@ -149,45 +151,103 @@ def final_decisions(pool: Pool, seeds: Seeds, votes: Votes) -> np.ndarray:
     return decision
 
 
-def check_labels(cfg: Config, pool: Pool, seeds: Seeds, decision: np.ndarray, rank: np.ndarray, progress: bool
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+def check_labels(cfg: Config, pool: Pool, seeds: Seeds, decision: np.ndarray, rank: np.ndarray, progress: bool,
+                 first: SeedModel | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str], dict]:
     """Flag likely-wrong labels among the seeds and the vote's decisions (cleanlab on out-of-fold
     probabilities) and send them to the front of the review queue.
 
-    decision, rank: (N,) as after :func:`final_decisions`. Returns the new (decision, rank) and
-    {image: why it was flagged}."""
+    The checker is the first seed model's frozen encoder with a logistic regression when that model is
+    frozen (cheap: its embeddings are cached), else a small CNN (``label_check``, with the pipeline's
+    pretrained weights when it has them). A checker is trusted only when its out-of-fold accuracy beats
+    chance (``alpha``) and reaches ``min_accuracy``; an untrusted one flags nothing. A person's seed label
+    is flagged only when the checker also gives it at most ``seed_max_p``.
+
+    decision, rank: (N,) as after :func:`final_decisions`. Returns the new (decision, rank), {image: why it
+    was flagged} and a summary for the report."""
     lc = cfg.label_check
     labeled = np.flatnonzero(decision != UNCLEAR)
     y = decision[labeled]
     if not lc.enabled or min(np.bincount(y, minlength=cfg.num_classes)) < lc.folds:
-        return decision, rank, {}
+        why = "off" if not lc.enabled else f"fewer than {lc.folds} labeled images in a class"
+        return decision, rank, {}, {"checked": 0, "trusted": False, "why": why}
     is_seed = np.isin(labeled, [pool.index()[n] for n in seeds.labels])
-    fit = cnn_fit_predict(lc, cfg.channels, cfg.hw, cfg.num_classes, norm_stats(cfg))
-    with progress_bar(progress, total=lc.folds, desc="label check", unit="fold") as bar:
-        probs = out_of_fold_probs(pool.images[labeled], y, fit, lc.folds, cfg.seed, lc.max_train, is_seed,
-                                  progress=lambda _: bar.update(1))  # fmt: skip
+    if first is not None and hasattr(first, "oof_probs"):
+        checker = f"{first.name}'s frozen encoder with a logistic regression"
+        probs = first.oof_probs(np.asarray(pool.images[labeled]), y, lc.folds, cfg.seed)
+    else:
+        from .weights import checker_weights
+
+        weights = checker_weights(cfg)
+        checker = f"{lc.backbone} ({'from scratch' if weights == 'none' else weights}), {lc.epochs} epochs a fold"
+        fit = cnn_fit_predict(lc, cfg.channels, cfg.hw, cfg.num_classes, norm_stats(cfg), weights)
+        with progress_bar(progress, total=lc.folds, desc="label check", unit="fold") as bar:
+            probs = out_of_fold_probs(pool.images[labeled], y, fit, lc.folds, cfg.seed, lc.max_train, is_seed,
+                                      progress=lambda _: bar.update(1))  # fmt: skip
+    gate = chance_test(y, probs)
+    accuracy = gate["correct"] / max(gate["n"], 1)
+    summary = {"checked": int(len(y)), "checker": checker, "accuracy": round(accuracy, 4), "p": gate["p"],
+               "baseline": gate["baseline"], "folds": lc.folds, "min_accuracy": lc.min_accuracy, "alpha": lc.alpha,
+               "seed_max_p": lc.seed_max_p}  # fmt: skip
+    if gate["p"] > lc.alpha or accuracy < lc.min_accuracy:
+        return decision, rank, {}, {**summary, "trusted": False,
+                                    "why": f"its out-of-fold accuracy is {100 * accuracy:.1f} % (chance "
+                                           f"{100 * gate['baseline']:.0f} %, p = {gate['p']:.2g}; it needs p <= "
+                                           f"{lc.alpha} and {100 * lc.min_accuracy:.0f} %)"}  # fmt: skip
     flagged, quality = find_issues(y, probs, lc.max_share)
+    strong = probs[np.arange(len(y)), y] <= lc.seed_max_p
+    flagged &= ~is_seed | strong  # a person's label needs stronger evidence than a vote's
     full_flag, full_quality = np.zeros(len(decision), bool), np.ones(len(decision))
     full_flag[labeled], full_quality[labeled] = flagged, quality
     issues = {pool.names[labeled[j]]: issue_note(bool(is_seed[j]), int(y[j]), cfg.classes, probs[j])
               for j in np.flatnonzero(flagged)}  # fmt: skip
-    return (*requeue(decision, rank, full_flag, full_quality), issues)
+    summary.update(trusted=True, why="", flagged_seeds=int((flagged & is_seed).sum()),
+                   flagged_votes=int((flagged & ~is_seed).sum()))
+    return (*requeue(decision, rank, full_flag, full_quality), issues, summary)
 
 
-def chance_tests(cfg: Config, scores: dict[str, np.ndarray], pool: Pool, seeds: Seeds) -> dict[str, dict]:
-    """{model: :func:`vote.chance_test` of its (N, K) scores on the seed validation split}."""
+def held_out(cfg: Config, models: list[SeedModel], scores: dict[str, np.ndarray], pool: Pool, seeds: Seeds
+             ) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """((S,) true classes, {model: (S, K) probabilities none of them trained on}, how) of the seed labels:
+    when every seed model is frozen (cheap to refit), out of fold over all of them (``vote_folds``), so a
+    few labels a class give the checks their power; else the seed validation split, from ``scores``."""
+    if all(hasattr(m, "oof_probs") for m in models):
+        names = sorted(seeds.labels)
+        x, y = seeds.arrays(pool, names)
+        return y, {m.name: m.oof_probs(x, y, cfg.vote_folds, cfg.seed) for m in models}, "out of fold"
     idx = pool.index()
     vi = np.array([idx[n] for n in seeds.val], dtype=np.int64)
     y = np.array([seeds.labels[n] for n in seeds.val], dtype=np.int64)
-    return {name: chance_test(y, p[vi]) for name, p in scores.items()}
+    return y, {m.name: scores[m.name][vi] for m in models}, "validation split"
 
 
-def voters_trusted(cfg: Config, chance: dict[str, dict]) -> bool:
-    """Whether every seed model beats chance at ``cfg.vote_alpha``; a line on stderr when one does not."""
-    weak = [f"{m} ({c['correct']} of {c['n']} validation images right, p = {c['p']:.2g})"
-            for m, c in chance.items() if c["p"] > cfg.vote_alpha]  # fmt: skip
+def chance_tests(y: np.ndarray, held: dict[str, np.ndarray], how: str) -> dict[str, dict]:
+    """{model: :func:`vote.chance_test` of its held-out (S, K) probabilities against the (S,) true classes}."""
+    return {name: {**chance_test(y, p), "how": how} for name, p in held.items()}
+
+
+def vote_precision(cfg: Config, y: np.ndarray, held: dict[str, np.ndarray]) -> dict:
+    """The vote rule applied to held-out seed labels: {"decided", "right", "min"}: how many it would
+    decide, how many of those rightly, and the share it must reach (``vote_min_precision``)."""
+    if len(held) != 2 or not len(y):
+        return {"decided": 0, "right": 0, "min": cfg.vote_min_precision}
+    v = vote(*held.values(), threshold=cfg.threshold)
+    d = v.decision >= 0
+    return {"decided": int(d.sum()), "right": int((v.decision[d] == y[d]).sum()), "min": cfg.vote_min_precision}
+
+
+def voters_trusted(cfg: Config, chance: dict[str, dict], precision: dict | None = None) -> bool:
+    """Whether every seed model beats chance at ``cfg.vote_alpha`` and the vote rule is right often enough on
+    the held-out seed labels it decides (``vote_min_precision``); a line on stderr when not."""
+    weak = [f"{m} ({c['correct']} of {c['n']} held-out seed labels right ({c.get('how', 'validation split')}), "
+            f"p = {c['p']:.2g})" for m, c in chance.items() if c["p"] > cfg.vote_alpha]  # fmt: skip
     if weak and cfg.vote_alpha < 1.0:
         print(f"warning: no better than chance at vote_alpha {cfg.vote_alpha}: {', '.join(weak)}; the vote decides "
+              "nothing and every pool image goes to unclear/", file=sys.stderr)  # fmt: skip
+        return False
+    p = precision or {}
+    if p.get("decided") and p["right"] < p["min"] * p["decided"]:
+        print(f"warning: on held-out seed labels the vote would decide {p['decided']} and be right on {p['right']} "
+              f"({100 * p['right'] / p['decided']:.0f} %, below vote_min_precision {p['min']}); the vote decides "
               "nothing and every pool image goes to unclear/", file=sys.stderr)  # fmt: skip
         return False
     return True
@@ -220,7 +280,12 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 
 def run_pipeline(cfg: Config, out: Path, overwrite: bool = False, progress: bool = True) -> RunResult:
-    """The whole ``run`` stage. Returns scores, votes and timings; writes everything under ``out``."""
+    """The whole ``run`` stage. Returns scores, votes and timings; writes everything under ``out``.
+    Every model's pretrained weights are found first (:func:`weights.resolve_all`): missing ones are one
+    line before anything is written."""
+    from .weights import resolve_all
+
+    resolve_all(cfg, "run")
     with output_lock(Path(out)):
         return _run_locked(cfg, Path(out), overwrite, progress)
 
@@ -264,18 +329,19 @@ def _build_run(cfg: Config, partial: Path, pool: Pool, seeds: Seeds, problems: P
         t = time.perf_counter()
         run_eda(cfg, partial, pool, seeds, models[0])
         seconds["EDA"] = time.perf_counter() - t
-    chance = chance_tests(cfg, scores, pool, seeds)
-    trusted = voters_trusted(cfg, chance)
+    y_held, held, how = held_out(cfg, models, scores, pool, seeds)
+    chance, precision = chance_tests(y_held, held, how), vote_precision(cfg, y_held, held)
+    trusted = voters_trusted(cfg, chance, precision)
     votes = vote(*scores.values(), threshold=cfg.threshold, trusted=trusted)
     t = time.perf_counter()
     decision = final_decisions(pool, seeds, votes)
-    decision, rank, issues = check_labels(cfg, pool, seeds, decision, votes.rank, progress)
+    decision, rank, issues, checked = check_labels(cfg, pool, seeds, decision, votes.rank, progress, models[0])
     votes = Votes(votes.decision, rank, votes.disagree)
     seconds["label check"] = time.perf_counter() - t
     t = time.perf_counter()
     metrics = seed_metrics(cfg, models, scores, pool, seeds)
     result = RunResult(partial, pool.names, scores, votes, decision, seconds, metrics, n_student, issues, chance,
-                       trusted)
+                       trusted, checked, precision)
     write_outputs(cfg, partial, pool, seeds, result, problems)
     report.curves_plot({m.name: m.history for m in models}, partial / "curves.png")
     seconds["write"] = time.perf_counter() - t
@@ -294,7 +360,10 @@ def run_eda(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, model: SeedMod
     if len(ulb) > cfg.eda_max:
         ulb = np.sort(np.random.default_rng(cfg.seed).choice(ulb, cfg.eda_max, replace=False))
     x_lb, x_ulb = np.asarray(pool.images[lb]), np.asarray(pool.images[ulb])
-    emb_lb, emb_ulb = embed(model.module, x_lb).numpy(), embed(model.module, x_ulb).numpy()
+    if hasattr(model, "embed"):  # a frozen model: its cached embeddings
+        emb_lb, emb_ulb = model.embed(x_lb), model.embed(x_ulb)
+    else:
+        emb_lb, emb_ulb = embed(model.module, x_lb).numpy(), embed(model.module, x_ulb).numpy()
     return write_eda(run_dir, x_lb, x_ulb, emb_lb, emb_ulb, [pool.names[i] for i in ulb], model.name)
 
 
@@ -314,8 +383,20 @@ def _summary(cfg: Config, seeds: Seeds, res: RunResult) -> dict:
         "n_train": len(seeds.train), "n_val": len(seeds.val), "agreement": float(1 - res.votes.disagree.mean()),
         "disagree": int(res.votes.disagree.sum()), "seconds": res.seconds, "issues": res.issues,
         "label_folds": cfg.label_check.folds, "metrics": res.metrics,
-        "chance": res.chance, "vote_alpha": cfg.vote_alpha, "trusted": res.trusted,
+        "chance": res.chance, "vote_alpha": cfg.vote_alpha, "trusted": res.trusted, "label_check": res.label_check,
+        "vote_precision": res.precision,
+        "weights": weights_lines(cfg),
     }  # fmt: skip
+
+
+def weights_lines(cfg: Config) -> dict[str, str]:
+    """{model: one line on the weights it started from} for every model `run` builds."""
+    from .weights import pipeline_models, resolve
+
+    built = {m: resolve(spec, fam, arch, m) for m, _, spec, fam, arch in pipeline_models(cfg, "run")}
+    lines = {m: "from scratch" for m in cfg.models}
+    lines.update({m: f"{w.name} ({w.source}, sha256 {w.sha256[:12]}…)" for m, w in built.items()})
+    return lines
 
 
 def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: RunResult, problems: Problems) -> None:
@@ -330,7 +411,10 @@ def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: Run
     (run_dir / "predictions.csv").write_text(runstate.predictions_text(rows))
     for name, probs in res.scores.items():
         runstate.save_scores(run_dir, name, probs)
-    runstate.RunInfo.new(cfg).save(run_dir)
+    from .weights import pipeline_models, resolve
+
+    weights = {m: resolve(spec, fam, arch, m).record() for m, _, spec, fam, arch in pipeline_models(cfg, "run")}
+    runstate.RunInfo.new(cfg, weights).save(run_dir)
     with open(run_dir / "split.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "label", "split"])

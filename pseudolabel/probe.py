@@ -22,15 +22,17 @@ from .vae import SigmoidNeuron, _parent_of_last_linear
 
 
 @torch.no_grad()
-def embed(module: nn.Module, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
+def embed(module: nn.Module, images: np.ndarray, batch_size: int = 512, progress: bool = False,
+          desc: str = "embedding") -> torch.Tensor:
     """(N, C, H, W) uint8 -> (N, D) float32 inputs of ``module``'s last linear layer, in eval mode, on the CPU."""
     device = current()
     module.to(device.torch).eval()
     out = []
-    with embedding_tap(module) as tap:
+    with embedding_tap(module) as tap, progress_bar(progress, total=len(images), desc=desc, unit="img") as bar:
         for x in batches(images, batch_size, device=device):
             module(x)
             out.append(tap[0].float().cpu())
+            bar.update(len(x))
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 

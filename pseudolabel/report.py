@@ -176,10 +176,21 @@ def review_curve_section(curve: str | None, run_dir: Path, n_unclear: int, probl
         _table(["reviewed", "final accuracy", "final EER"], rows), "![review curve](review_curve.png)"])
 
 
-def _issues_section(issues: dict[str, str], folds: int) -> str:
-    intro = (f"A small CNN was trained on the labeled images {folds} times, each time without one of {folds} folds, "
-             "and scored the fold it did not see. cleanlab's `find_label_issues` flags the labels those out-of-fold "
-             "scores contradict.")
+def _issues_section(issues: dict[str, str], folds: int, check: dict | None = None) -> str:
+    check = check or {}
+    who = check.get("checker", "A small CNN")
+    intro = (f"The checker ({who}) was trained on the labeled images {folds} times, each time without one of {folds} "
+             "folds, and scored the fold it did not see. cleanlab's `find_label_issues` flags the labels those "
+             "out-of-fold scores contradict; a person's seed label only when the checker also gives it at most "
+             f"{check.get('seed_max_p', 0.05)}.")
+    if check and not check.get("trusted", True):
+        if check.get("checked"):
+            return intro + (f" **It flagged nothing, because it is not trusted:** {check['why']}. A checker weaker "
+                            "than the labels it checks would send correct labels back for review.")
+        return f"The label check did not run: {check.get('why', '')}."
+    if check.get("checked"):
+        intro += (f" Its out-of-fold accuracy: {100 * check['accuracy']:.1f} % (chance "
+                  f"{100 * check['baseline']:.0f} %).")
     if not issues:
         return intro + " It flagged none."
     return "\n\n".join([
@@ -237,6 +248,7 @@ def render(run_dir: Path) -> Path:
         f"# Run report: {s['pipeline']}",
         f"{total} pool images in {len(s['classes'])} classes, {s['n_seed']} seed labels ({s['n_train']} train, "
         f"{s['n_val']} validation). An image is decided when {s['rule']}.",
+        *_weights_lines(s.get("weights")),
         *_untrusted_note(s), *where, _table(["folder", "images", "share"], rows),
         f"\nThe two models' top classes agree for **{100 * s['agreement']:.1f} %** of the pool; "
         f"{s['disagree']} images are disagreements and head the unclear queue.",
@@ -245,7 +257,7 @@ def render(run_dir: Path) -> Path:
         *(_final_section(final) if final else []),
         *(_resort_section(resorted, names) if resorted else []),
         *_audit_section(_read(run_dir / "audit.json"), names),
-        ISSUES_TITLE, _issues_section(s.get("issues", {}), s.get("label_folds", 4)),
+        ISSUES_TITLE, _issues_section(s.get("issues", {}), s.get("label_folds", 4), s.get("label_check")),
         "## What review buys", s.get("review_curve", ""),
         "## Samples", *[f"### {folder_title(k, names.get(k))}\n![{k}](samples_{k}.png)" for k in counts],
         *eda_section(_read(run_dir / "eda.json")),
@@ -266,16 +278,30 @@ AUDIT_TITLE = "## Audit: the machine-made folders, checked by a person"
 
 
 def _untrusted_note(s: dict) -> list[str]:
-    """A warning when a seed model was no better than chance, so that the vote decided nothing."""
+    """A warning when a seed model was no better than chance, or the vote rule was wrong too often on
+    held-out seed labels, so that the vote decided nothing."""
     if s.get("trusted", True):
         return []
-    weak = [f"{m} got {c['correct']} of {c['n']} validation images right, where always naming the most common "
-            f"class gets {100 * c['baseline']:.0f} % (p = {c['p']:.2g})"
+    p = s.get("vote_precision") or {}
+    if all(c["p"] <= s["vote_alpha"] for c in s["chance"].values()) and p.get("decided"):
+        return [f"> **The vote decided nothing:** applied to held-out seed labels, it would decide {p['decided']} "
+                f"and be right on {p['right']} ({100 * p['right'] / p['decided']:.0f} %), below `vote_min_precision` "
+                f"{p['min']}. Its folders would hold too many wrong labels, so every pool image is in `unclear/`. "
+                "More seed labels, better pretrained weights or a higher `threshold` would help."]
+    weak = [f"{m} got {c['correct']} of {c['n']} held-out seed labels right ({c.get('how', 'validation split')}), "
+            f"where always naming the most common class gets {100 * c['baseline']:.0f} % (p = {c['p']:.2g})"
             for m, c in s["chance"].items() if c["p"] > s["vote_alpha"]]  # fmt: skip
     return [f"> **The vote decided nothing:** {'; '.join(weak)}. A model no better than chance (one-sided binomial "
             f"test at `vote_alpha` {s['vote_alpha']}) makes the two models' agreement meaningless, so every pool "
             "image is in `unclear/` and only the seed labels fill the class folders. More seed labels, pretrained "
             "weights (`--pretrained`) or a stronger second model would help."]
+
+
+def _weights_lines(weights: dict | None) -> list[str]:
+    """One line per model on the weights it started from (run.json has the full record)."""
+    if not weights:
+        return []
+    return ["Weights: " + "; ".join(f"**{m}** {w}" for m, w in weights.items()) + "."]
 
 
 def _seed_section(s: dict) -> list[str]:

@@ -164,22 +164,31 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
 
     Returns (module with the kept EMA weights, FitResult, SimCLR history rows ([] when cached),
     whether SimCLR's weights came from ``cache``)."""
+    from .config import input_px
+    from .weights import is_none
+
     rc = cfg.retrain
     torch.manual_seed(seed)
-    pretrained = final_weights(cfg)
     module = create_backbone(rc.backbone, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
                              input_size=rc.input_size, variant=rc.variant, width=rc.width, norm=norm_stats(cfg),
-                             pretrained=pretrained)  # fmt: skip
-    staged = cfg.finetune == "staged" and pretrained is not None
-    network = {"backbone": rc.backbone, "variant": rc.variant, "input_size": rc.input_size, "channels": cfg.channels,
-               "image_size": cfg.image_size}  # fmt: skip
+                             pretrained=rc.pretrained)  # fmt: skip
+    if rc.train == "frozen":  # the pretrained encoder plus a logistic regression, folded into its last layer
+        from .frozen import fit_frozen_final
+
+        if snapshot is not None:  # the latent study looks at the pretrained encoder
+            snapshot.append(copy.deepcopy(module))
+        return module, fit_frozen_final(module, data, cfg.num_classes, rc.head_c, seed, progress), [], False
+    staged = rc.train == "staged"
+    network = {"backbone": rc.backbone, "variant": rc.variant, "input_size": input_px(rc.input_size, rc.pretrained),
+               "channels": cfg.channels, "image_size": cfg.image_size}  # fmt: skip
     if cfg.num_classes != 2 or rc.width != 16 or cfg.normalize != "none":  # keys of earlier runs stay valid
         network.update(classes=cfg.num_classes, width=rc.width, mean=cfg.mean, std=cfg.std)
     extra = {} if (rc.pretrain_batch_size, rc.pretrain_lr) == (256, 2e-3) else {"batch_size": rc.pretrain_batch_size,
                                                                               "lr": rc.pretrain_lr}  # fmt: skip
     if rc.pretrain_epoch_steps != 15:  # keys of earlier runs stay valid
         extra["epoch_steps"] = rc.pretrain_epoch_steps
-    method = rc.pretrain if rc.pretrain_epochs and not staged else "none"  # staged: the weights are the pretraining
+    # pretrained weights are the pretraining: no SimCLR or VAE on top of them
+    method = rc.pretrain if rc.pretrain_epochs and is_none(rc.pretrained) else "none"
     if method == "vae":
         attach_latent(module, rc.vae_latent)
         network.update(latent=rc.vae_latent)
@@ -213,12 +222,6 @@ def train_member(cfg: Config, data: MergedSet, seed: int, progress: bool = True,
     return module, fit, pre, cached
 
 
-def final_weights(cfg: Config) -> str | None:
-    """The pretrained weights file the final model starts from: ``pretrained`` for a timm backbone
-    (resnet50 or any timm name); None for tinycnn and yolov8-cls, which have no such weights."""
-    return cfg.pretrained if cfg.retrain.backbone not in ("tinycnn", "yolov8-cls") else None
-
-
 def member_seed(seed: int, k: int) -> int:
     """Member k of an ensemble trains with its own seed; member 0 keeps the run's seed."""
     return seed + 1000 * k
@@ -231,7 +234,7 @@ def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True
     :class:`Ensemble`, inside :class:`TTA` unless ``retrain.tta`` is "none"; per-member summaries;
     per-member FixMatch histories)."""
     log, modules, members, histories = RunLog(out), [], [], []
-    for k in range(cfg.retrain.members):
+    for k in range(1 if cfg.retrain.train == "frozen" else cfg.retrain.members):  # frozen members would be equal
         log.member, seed = k, member_seed(cfg.seed, k)
         module, fit, pre, cached = train_member(cfg, data, seed, progress, on_epoch=log, cache=cache,
                                                 snapshot=snapshot if k == 0 else None)
@@ -287,7 +290,9 @@ def retrain(cfg: Config, run_dir: Path, journal: Path | None = None, overwrite: 
 
     Holds ``run_dir/.final.lock`` throughout: a second retrain of the same run is refused."""
     from .runstate import output_lock
+    from .weights import resolve_all
 
+    resolve_all(cfg, "retrain")  # missing weights: one line, before anything is written
     with output_lock(Path(run_dir) / "final", what="retrain"):
         return _retrain_locked(cfg, Path(run_dir), journal, overwrite, progress)
 
@@ -312,9 +317,12 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
                                                    snapshot=pretrained)  # fmt: skip
         probs = predict_probs(module, data.x_val).numpy().astype(np.float64)
         metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
-        staged = cfg.finetune == "staged" and final_weights(cfg) is not None
-        metrics.update(backbone=rc.backbone, tta=rc.tta, finetune="staged" if staged else "none",
-                       pretrain=rc.pretrain if rc.pretrain_epochs and not staged else "none",
+        from .weights import is_none, pipeline_models, resolve
+
+        weights = {m: resolve(spec, fam, arch, m).record() for m, _, spec, fam, arch in pipeline_models(cfg, "retrain")}
+        metrics.update(backbone=rc.backbone, tta=rc.tta, train=rc.train, finetune=rc.train,
+                       weights=weights.get("final model"),
+                       pretrain=rc.pretrain if rc.pretrain_epochs and is_none(rc.pretrained) else "none",
                        probe=rc.probe, parameters=sum(p.numel() for p in module.parameters()),
                        train_seconds=round(sum(m["train_seconds"] for m in members), 1),
                        pretrain_seconds=round(sum(m["pretrain_seconds"] for m in members), 1), members=members,
@@ -331,6 +339,11 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    if metrics.get("weights") and (run_dir / runstate.RUN_JSON).is_file():  # run.json keeps every model's weights
+        import dataclasses
+
+        info = runstate.RunInfo.load(run_dir)
+        dataclasses.replace(info, weights={**(info.weights or {}), "final model": metrics["weights"]}).save(run_dir)
     if (run_dir / report.RUN_SUMMARY).is_file():
         report.render(run_dir)
     write_manifest(run_dir)  # the run's report changed

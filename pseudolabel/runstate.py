@@ -48,6 +48,7 @@ class RunInfo:
     folders: tuple[str, ...]  # the class folders, in class order
     models: tuple[str, ...]  # the voting seed models
     journal: str = ""  # the review journal, relative to the run folder ("" = an earlier release's default)
+    weights: dict | None = None  # {model: name, source, file and sha256 of its pretrained weights}; None: scratch
 
     @property
     def all_folders(self) -> tuple[str, ...]:
@@ -66,9 +67,11 @@ class RunInfo:
         return self.folders.index(folder)
 
     @classmethod
-    def new(cls, cfg) -> RunInfo:
-        """A fresh id for a run of ``cfg``, whose journal is ``journal.csv`` inside the run folder."""
-        return cls(uuid.uuid4().hex[:12], tuple(cfg.classes), tuple(cfg.folders), tuple(cfg.models), JOURNAL)
+    def new(cls, cfg, weights: dict | None = None) -> RunInfo:
+        """A fresh id for a run of ``cfg``, whose journal is ``journal.csv`` inside the run folder;
+        ``weights``: {model: record} of the pretrained weights its models started from."""
+        return cls(uuid.uuid4().hex[:12], tuple(cfg.classes), tuple(cfg.folders), tuple(cfg.models), JOURNAL,
+                   weights or None)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunInfo:
@@ -76,7 +79,8 @@ class RunInfo:
         path = Path(run_dir) / RUN_JSON
         if path.is_file():
             d = json.loads(path.read_text())
-            return cls(d["id"], tuple(d["classes"]), tuple(d["folders"]), tuple(d["models"]), d.get("journal", ""))
+            return cls(d["id"], tuple(d["classes"]), tuple(d["folders"]), tuple(d["models"]), d.get("journal", ""),
+                       d.get("weights"))
         import yaml
 
         cfg_path = Path(run_dir) / "config.yaml"

@@ -93,6 +93,58 @@ def _line(key: str, value, comment: str, indent: int = 0) -> str:
     return " " * indent + text + (f"  # {_comment(comment)}" if comment else "")
 
 
+OFFLINE_FIX = ("no network here? `pseudolabel weights fetch NAME` on a machine with network, then copy "
+               "~/.cache/huggingface and ~/.cache/pseudolabel/ultralytics here; or set pretrained: none")
+
+
+def _pretrained_models(k: int) -> list[str]:
+    """Colour photos: both seed models and the final model start from ImageNet weights, frozen (a light head
+    on the pretrained encoder's embeddings: minutes on a laptop's CPU)."""
+    return [
+        "# Colour images: every model starts from its library's ImageNet weights (`pseudolabel weights list` shows",
+        "# which and whether they are here). " + OFFLINE_FIX + ".",
+        _line("yolo", None, "the first seed model, YOLOv8-cls"),
+        _line("pretrained", "imagenet", "ultralytics' yolov8n-cls.pt", 2),
+        _line("train", "frozen", "its encoder embeds every image once; a logistic regression learns the labels", 2),
+        _line("resnet50", None, "the second seed model, timm's ResNet50"),
+        _line("pretrained", "imagenet", "timm's resnet50.a1_in1k, through the Hugging Face hub's cache", 2),
+        _line("train", "frozen", "as the first; `finetune` or `staged` train the whole network (slow on a CPU)", 2),
+        _line("retrain", None, "the final model (`pseudolabel retrain`)"),
+        _line("backbone", "resnet50", "timm's ResNet50", 2),
+        _line("pretrained", "imagenet", "its ImageNet weights", 2),
+        _line("train", "frozen", "the pretrained encoder plus a logistic regression on every label; on a GPU, "
+              "`staged` fine-tunes it and then runs FixMatch", 2),
+    ]
+
+
+def _scratch_models(info: dict, k: int, n: int, pass_128: int, pass_256: int, pass_fm: int) -> list[str]:
+    """Grey images: seed models and the final model from scratch (ImageNet's weights are for colour photos)."""
+    return [
+        _line("yolo", None, "the first seed model, YOLOv8-cls, from scratch (grey input)"),
+        _line("epochs", 60, "supervised passes over the seed labels first", 2),
+        _line("batch_size", 16, "seed images per step", 2),
+        _line("lr", 0.002, "AdamW peak learning rate", 2),
+        _line("patience", 60, "stop after this many epochs without a lower validation loss", 2),
+        _line("fixmatch_epochs", 28, "then FixMatch epochs over the unlabeled images", 2),
+        _line("fixmatch_epoch_steps", pass_128, f"steps per FixMatch epoch: one pass over these {n:,} images at 128 "
+              "a step", 2),
+        _line("resnet50", None, "the second seed model, timm's ResNet50, from scratch (pretrained: imagenet sums "
+              "its RGB weights for grey input)"),
+        _line("epochs", 4, "passes over the seeds plus yolov8-cls's confident pool images", 2),
+        _line("batch_size", 64, "images per step", 2),
+        _line("lr", 0.003, "AdamW peak learning rate", 2),
+        _line("patience", 4, "stop after this many epochs without a lower validation loss", 2),
+        _line("retrain", None, "the final model (`pseudolabel retrain`): SimCLR, a warm-up, then FixMatch on the "
+              "merged set"),
+        _line("width", 16 if k == 2 else 32, "tinycnn channels of its first stage (then 2x and 4x)", 2),
+        _line("members", 1, "networks trained apart and averaged; each adds a full training", 2),
+        _line("pretrain_epochs", 30, "SimCLR epochs on the unlabeled images before any label", 2),
+        _line("pretrain_epoch_steps", pass_256, "...of this many steps: one pass at 256 images a step", 2),
+        _line("epochs", 50, "FixMatch epochs", 2),
+        _line("epoch_steps", pass_fm, "...of this many steps: one pass at 32 labeled + 128 unlabeled a step", 2),
+    ]
+
+
 def pipeline_text(name: str, images: Path, labels: Path | None, info: dict, classes: list[str], n_labels: int) -> str:
     """The YAML of a pipeline for this data, every key with a comment about it. Values go through the
     YAML library, so any class or folder name loads back as it was (a round-trip test checks it)."""
@@ -133,28 +185,8 @@ def pipeline_text(name: str, images: Path, labels: Path | None, info: dict, clas
               "the vote: everything goes to unclear/"),
         _line("teacher_conf", 0.8, "resnet50 also learns from pool images yolov8-cls scores at least this confidently"),
         _line("student_max", min(3000, n), "...at most this many of them"),
-        _line("yolo", None, "the first seed model, YOLOv8-cls"),
-        _line("epochs", 60, "supervised passes over the seed labels first", 2),
-        _line("batch_size", 16, "seed images per step", 2),
-        _line("lr", 0.002, "AdamW peak learning rate", 2),
-        _line("patience", 60, "stop after this many epochs without a lower validation loss", 2),
-        _line("fixmatch_epochs", 28, "then FixMatch epochs over the unlabeled images", 2),
-        _line("fixmatch_epoch_steps", pass_128, f"steps per FixMatch epoch: one pass over these {n:,} images at 128 "
-              "a step", 2),
-        _line("resnet50", None, "the second seed model, timm's ResNet50"),
-        _line("epochs", 4, "passes over the seeds plus yolov8-cls's confident pool images", 2),
-        _line("batch_size", 64, "images per step", 2),
-        _line("lr", 0.003, "AdamW peak learning rate", 2),
-        _line("patience", 4, "stop after this many epochs without a lower validation loss", 2),
-        _line("retrain", None, "the final model (`pseudolabel retrain`): SimCLR, a warm-up, then FixMatch on the "
-              "merged set"),
-        _line("width", 16 if info["channels"] == 1 and k == 2 else 32, "tinycnn channels of its first stage "
-              "(then 2x and 4x)", 2),
-        _line("members", 1, "networks trained apart and averaged; each adds a full training", 2),
-        _line("pretrain_epochs", 30, "SimCLR epochs on the unlabeled images before any label", 2),
-        _line("pretrain_epoch_steps", pass_256, "...of this many steps: one pass at 256 images a step", 2),
-        _line("epochs", 50, "FixMatch epochs", 2),
-        _line("epoch_steps", pass_fm, "...of this many steps: one pass at 32 labeled + 128 unlabeled a step", 2),
+        *(_pretrained_models(k) if info["channels"] == 3 else _scratch_models(info, k, n, pass_128, pass_256,
+                                                                              pass_fm)),
         _line("resort", None, "`pseudolabel resort`: the final model re-decides what only machines placed"),
         _line("accept", 0.95, "into a class folder when the final model's top class has at least this probability",
               2),

@@ -135,11 +135,11 @@ def write_pipeline(tmp_path: Path, images: Path, labels: Path) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`pseudolabel ARGS` in a fresh interpreter."""
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`pseudolabel ARGS` in a fresh interpreter (``env``: variables to add to this process's)."""
 
     return subprocess.run([sys.executable, "-m", "pseudolabel.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+                          timeout=600, env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def make_seed_run(tmp, eyes, n=300, **overrides):
@@ -454,3 +454,59 @@ def mutate(data: bytes, rng) -> bytes:
             p = rng.randrange(len(d) + 1)
             d[p:p] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
     return bytes(d)
+
+
+# ----------------------------------------------------------------------------- fabricated pretrained weights
+
+TIMM_ARCH, TIMM_TAG = "resnet10t", "c3_in1k"  # a small timm model, to stay fast
+
+
+def fabricate_timm(hf_home: Path, arch: str = TIMM_ARCH, tag: str = TIMM_TAG, seed: int = 0) -> Path:
+    """Randomly initialised timm weights written exactly where huggingface_hub's cache keeps a hub
+    download: ``HF_HOME/hub/models--timm--<arch>.<tag>/snapshots/<rev>/model.safetensors`` with
+    ``refs/main`` naming the revision and timm's ``config.json`` beside it. Returns the weights file."""
+    import safetensors.torch
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    net = timm.create_model(arch, num_classes=1000)
+    cfg = timm.models.get_pretrained_cfg(f"{arch}.{tag}")
+    repo = hf_home / "hub" / f"models--timm--{arch}.{tag}"
+    rev = hashlib.sha1(f"{arch}.{tag}.{seed}".encode()).hexdigest()
+    snap = repo / "snapshots" / rev
+    snap.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(rev)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, snap / "model.safetensors")
+    (snap / "config.json").write_text(json.dumps({
+        "architecture": arch, "num_classes": 1000, "num_features": net.num_features,
+        "pretrained_cfg": {"tag": tag, "mean": list(cfg.mean), "std": list(cfg.std), "input_size": list(cfg.input_size),
+                           "classifier": cfg.classifier, "first_conv": cfg.first_conv}}))  # fmt: skip
+    return snap / "model.safetensors"
+
+
+def fabricate_yolo(weights_dir: Path, variant: str = "n") -> Path:
+    """A randomly initialised ``yolov8<variant>-cls.pt`` in ultralytics' own checkpoint format (its
+    ``Model.save``), in its weights folder."""
+    from pseudolabel.yolo import _import_ultralytics
+
+    _import_ultralytics()
+    from ultralytics import YOLO
+
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    path = weights_dir / f"yolov8{variant}-cls.pt"
+    YOLO(f"yolov8{variant}-cls.yaml", task="classify").save(path)
+    return path
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch) -> dict[str, Path]:
+    """Fabricated weights in a private HF_HOME and ultralytics weights folder, with the hubs off:
+    {"hf_home", "timm", "yolo", "env"} (env: what a CLI subprocess needs to see them)."""
+    hf_home, cache = tmp_path / "hf", tmp_path / "xdg-cache"
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(cache), "PSEUDOLABEL_OFFLINE": "1"}
+    timm_file = fabricate_timm(hf_home)
+    yolo_dir = cache / "pseudolabel" / "ultralytics" / "weights"
+    yolo_file = fabricate_yolo(yolo_dir)
+    return {"hf_home": hf_home, "timm": timm_file, "yolo": yolo_file, "env": env}

@@ -104,11 +104,14 @@ def test_early_stopping_and_the_plateau_scheduler(weights, crops):
     assert min(lrs) < 1e-2  # it did reduce
 
 
-def test_the_seed_resnet50_is_fine_tuned_in_stages_only_with_weights(tmp_path):
-    cfg = with_overrides(Config(), finetune="staged")
-    assert create_seed_model("resnet50", cfg, progress=False).staged is None  # no weights file: trained as usual
-    with pytest.raises(ValueError, match="finetune must be one of"):
-        with_overrides(Config(), finetune="gradual")
+def test_the_seed_resnet50_is_fine_tuned_in_stages_only_with_weights(tmp_path, weights):
+    with pytest.raises(ValueError, match="resnet50: train: staged needs pretrained weights"):
+        with_overrides(Config(), **{"resnet50.train": "staged"})
+    cfg = with_overrides(Config(), **{"resnet50.train": "staged", "resnet50.pretrained": str(weights),
+                                      "resnet50.arch": "test_resnet"})
+    assert create_seed_model("resnet50", cfg, progress=False).staged is not None
+    with pytest.raises(ValueError, match="train must be one of finetune, staged, frozen"):
+        with_overrides(Config(), **{"resnet50.train": "gradual"})
     with pytest.raises(ValueError, match="plateau_factor"):
         with_overrides(Config(), **{"staged.plateau_factor": 1.5})
 
@@ -119,8 +122,9 @@ def test_retrain_fine_tunes_a_pretrained_final_model_in_stages(tmp_path, eyes, w
     from tests.conftest import make_seed_run
 
     run, *_ = make_seed_run(tmp_path, eyes, n=150)
-    cfg = with_overrides(load_config(run / "config.yaml"), pretrained=str(weights), finetune="staged",
-                         **{"retrain.backbone": "test_resnet", "retrain.members": 1, "retrain.epochs": 1,
+    cfg = with_overrides(load_config(run / "config.yaml"),
+                         **{"retrain.pretrained": str(weights), "retrain.train": "staged",
+                            "retrain.backbone": "test_resnet", "retrain.members": 1, "retrain.epochs": 1,
                             "retrain.tta": "none", "staged.epochs": 3, "staged.head_epochs": 1})  # fmt: skip
     m = retrain(cfg, run, tmp_path / "journal.csv", progress=False)
     assert m["finetune"] == "staged" and m["pretrain"] == "none" and m["members"][0]["pretrain_seconds"] == 0

@@ -69,5 +69,5 @@ def test_a_seed_model_no_better_than_chance_stops_the_vote(capsys, alpha, truste
               "resnet50": {"n": 50, "correct": 6, "baseline": 0.1, "p": 0.38}}
     assert voters_trusted(dataclasses.replace(Config(), vote_alpha=alpha), chance) == trusted
     err = capsys.readouterr().err
-    assert ("resnet50 (6 of 50 validation images right, p = 0.38)" in err) == (not trusted)
+    assert ("resnet50 (6 of 50 held-out seed labels right (validation split), p = 0.38)" in err) == (not trusted)
     assert "yolov8-cls" not in err

@@ -83,6 +83,6 @@ def test_the_report_says_when_a_model_no_better_than_chance_stopped_the_vote(tmp
     summary = {**SUMMARY, "chance": chance, "vote_alpha": 0.05, "trusted": not noted}
     (tmp_path / RUN_SUMMARY).write_text(json.dumps(summary))
     text = render(tmp_path).read_text()
-    assert ("**The vote decided nothing:** m2 got 6 of 50 validation images right, where always naming the most "
-            "common class gets 10 % (p = 0.38)" in text) == noted
+    assert ("**The vote decided nothing:** m2 got 6 of 50 held-out seed labels right (validation split), where "
+            "always naming the most common class gets 10 % (p = 0.38)" in text) == noted
     assert "m1 got" not in text
