@@ -1,11 +1,11 @@
-# `make setup`: create .venv, install pseudolabel with its test tools and the Ray extra, install Debian's chromium
+# `make setup`: create .venv, install pseudolabel with its test tools, the Ray extra and the docs tools, install Debian's chromium
 # for the browser tests (when missing, and apt-get can run), link the eyes and cifar10 data.
 PY ?= python3.11
 VENV := .venv
 SHARED := ../shared/data
 DATASETS := eyes cifar10
 
-.PHONY: setup test test-all data browser
+.PHONY: setup test test-all data browser docs lint
 
 setup: $(VENV)/.installed browser data
 
@@ -17,7 +17,7 @@ browser:
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[test,ray]'
+	$(VENV)/bin/pip install -q -e '.[test,ray,docs]'
 	touch $@
 
 data:
@@ -33,3 +33,9 @@ test:
 
 test-all:
 	$(VENV)/bin/python -m pytest -q -m "slow or not slow"
+
+docs:
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+lint:
+	$(VENV)/bin/lint-imports

@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import _dev_arrays, _images_of, dev_path, read_dev  # noqa: E402
-from pseudolabel import runstate  # noqa: E402
-from pseudolabel.config import SeedTrainConfig, load_config  # noqa: E402
-from pseudolabel.data import Problems  # noqa: E402
-from pseudolabel.metrics import classification_metrics, multiclass_metrics  # noqa: E402
+from pseudolabel.config.schema import SeedTrainConfig, load_config  # noqa: E402
+from pseudolabel.core import runstate  # noqa: E402
+from pseudolabel.core.metrics import classification_metrics, multiclass_metrics  # noqa: E402
+from pseudolabel.data.images import Problems  # noqa: E402
 
 NAMES = ("tinycnn", "yolov8-cls", "resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
          "efficientnet_b0", "regnetx_002", "ghostnet_100", "lcnet_100", "convnext_atto")  # fmt: skip
@@ -44,8 +44,10 @@ def measure(name: str, input_size: int, width: int, data, dev, cfg, epochs: int)
     """Train one candidate and return its figures."""
     import torch
 
-    from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.models import create_backbone, fit_module, norm_stats
+    from pseudolabel.config.schema import norm_stats
+    from pseudolabel.models.backbones import create_backbone
+    from pseudolabel.train.fixmatch import predict_probs
+    from pseudolabel.train.supervised import fit_module
 
     torch.manual_seed(cfg.seed)
     net = create_backbone(name, num_classes=len(cfg.classes), in_chans=cfg.channels, image_size=cfg.hw,
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widths", nargs="*", type=int, default=[16], help="tinycnn's first-stage channels")
     ap.add_argument("--epochs", type=int, default=8)
     args = ap.parse_args(argv)
-    from pseudolabel.retrain import gather
+    from pseudolabel.stages.retrain import gather
 
     cfg = load_config(args.run / "config.yaml")
     data = gather(cfg, args.run, args.run / "no-journal.csv", Problems())

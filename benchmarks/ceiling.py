@@ -37,13 +37,14 @@ def supervised_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: n
     y[train], whatever N is; return the accuracy at 0.5 on x[test]."""
     import torch
 
-    from pseudolabel.augment import to_float
-    from pseudolabel.config import SeedTrainConfig
-    from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.models import build_backbone, fit_module
+    from pseudolabel.config.schema import SeedTrainConfig
+    from pseudolabel.data.augment import to_float
+    from pseudolabel.models.backbones import create_backbone
+    from pseudolabel.train.fixmatch import predict_probs
+    from pseudolabel.train.supervised import fit_module
 
     torch.manual_seed(seed)
-    net = build_backbone(backbone, x.shape[1], x.shape[-1])
+    net = create_backbone(backbone, num_classes=int(y.max()) + 1, in_chans=x.shape[1], image_size=tuple(x.shape[-2:]))
     epochs = max(1, -(-steps * batch_size // len(train)))
     val = train[: max(8, len(train) // 10)]  # a training subset: no early stop (patience = epochs)
     fit_module(net, x[train], y[train], x[val], y[val], SeedTrainConfig(epochs=epochs, batch_size=batch_size,

@@ -38,7 +38,7 @@ def binomial_p(n: int, correct: int, base: float) -> float:
 
 def arrays(kind: str, tmp: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(N, 3, 32, 32) images and (N,) labels of the 30 seed images, and the class names."""
-    from pseudolabel.data import load_image
+    from pseudolabel.data.images import load_image
 
     if kind == "colours":
         from tests.conftest import COLORS, make_color_data
@@ -64,10 +64,10 @@ def main() -> None:
 
     fabricate_timm(tmp / "hf", "resnet50", "a1_in1k")
     fabricate_yolo(tmp / "xdg" / "pseudolabel" / "ultralytics" / "weights")
-    from pseudolabel.config import Config, with_overrides
-    from pseudolabel.data import split_seeds
-    from pseudolabel.models import create_seed_model
-    from pseudolabel.vote import chance_test
+    from pseudolabel.config.schema import Config, with_overrides
+    from pseudolabel.core.vote import chance_test
+    from pseudolabel.data.labels import split_seeds
+    from pseudolabel.train.seeds import create_seed_model
 
     print(f"{'data':<22}{'model':<12}{'old gate: 6 val':>18}{'new gate: 30 out of fold':>28}")
     for kind in ("colours", "cifar10 3 classes"):

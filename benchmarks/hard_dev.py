@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import _dev_arrays, read_dev  # noqa: E402
 
-from pseudolabel.config import load_config  # noqa: E402
-from pseudolabel.metrics import classification_metrics  # noqa: E402
-from pseudolabel.report import sample_grid  # noqa: E402
+from pseudolabel.config.schema import load_config  # noqa: E402
+from pseudolabel.core.metrics import classification_metrics  # noqa: E402
+from pseudolabel.report.plots import sample_grid  # noqa: E402
 
 
 def always_wrong(scores: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ member and their averages on dev_labels.csv.
         a=0 b=1000 yolo=0,backbone:yolov8-cls,pretrain_epochs:0
 
 Each spec is NAME=SEED[,KEY:VALUE...] with retrain keys to override. A member trains exactly as
-``pseudolabel retrain`` trains member k (:func:`pseudolabel.retrain.train_member`; member k of
+``pseudolabel retrain`` trains member k (:func:`pseudolabel.stages.retrain.train_member`; member k of
 ``retrain.members`` uses seed ``seed + 1000 k``) and is scored as ``retrain`` exports it, with the
 test-time augmentation ``retrain.tta`` (pass ``tta:none`` in a spec to score it without). Dev scores
 are kept in the ``--scores`` file, so later calls add members and every average is printed again;
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import _dev_arrays, read_dev  # noqa: E402
 
-from pseudolabel.config import RetrainConfig, load_config, with_overrides  # noqa: E402
-from pseudolabel.metrics import classification_metrics  # noqa: E402
+from pseudolabel.config.schema import RetrainConfig, load_config, with_overrides  # noqa: E402
+from pseudolabel.core.metrics import classification_metrics  # noqa: E402
 
 
 def parse_spec(spec: str) -> tuple[str, int, dict]:
@@ -51,10 +51,10 @@ def train_scores(run: Path, specs: list[str], x_dev: np.ndarray, progress: bool,
     ``keep``: also save each member's weights there as NAME.pt (a state dict), to score it again later."""
     import torch
 
-    from pseudolabel.augment import to_float
-    from pseudolabel.data import Problems
-    from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.retrain import gather, train_member, with_tta
+    from pseudolabel.data.augment import to_float
+    from pseudolabel.data.images import Problems
+    from pseudolabel.stages.retrain import gather, train_member, with_tta
+    from pseudolabel.train.fixmatch import predict_probs
 
     base = load_config(run / "config.yaml")
     data = gather(base, run, run / "bench-journal.csv", Problems(quiet=True))

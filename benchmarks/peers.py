@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import quality  # noqa: E402
-from pseudolabel.config import Config, load_config, with_overrides  # noqa: E402
-from pseudolabel.metrics import classification_metrics, multiclass_metrics  # noqa: E402
+
+from pseudolabel.config.schema import Config, load_config, with_overrides  # noqa: E402
+from pseudolabel.core.metrics import classification_metrics, multiclass_metrics  # noqa: E402
 
 
 def figures(y: np.ndarray, p: np.ndarray, classes) -> dict:
@@ -72,9 +73,9 @@ class Bench:
 
 
 def ours(b: Bench, run: Path | None) -> tuple[dict, Path]:
-    from pseudolabel.pipeline import run_pipeline
-    from pseudolabel.predict import Classifier
-    from pseudolabel.retrain import retrain
+    from pseudolabel.serve.predict import Classifier
+    from pseudolabel.stages.retrain import retrain
+    from pseudolabel.stages.run import run_pipeline
 
     if run is None:
         run = b.out / "ours"
@@ -92,8 +93,8 @@ def ours(b: Bench, run: Path | None) -> tuple[dict, Path]:
 
 
 def plain_vote(b: Bench) -> dict:
-    from pseudolabel import runstate
-    from pseudolabel.pipeline import run_pipeline
+    from pseudolabel.core import runstate
+    from pseudolabel.stages.run import run_pipeline
 
     cfg = with_overrides(b.cfg, student_max=0, **{"yolo.fixmatch_epochs": 0, "label_check.enabled": False})
     run = b.out / "plain"
@@ -110,7 +111,7 @@ def plain_vote(b: Bench) -> dict:
 
 
 def yolo_trainer(b: Bench, split: dict, epochs: int) -> dict:
-    from pseudolabel.yolo import ultralytics_probs, ultralytics_train, yolo_imgsz
+    from pseudolabel.models.yolo import ultralytics_probs, ultralytics_train, yolo_imgsz
 
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "data"  # its *.cache files land here, not beside the user's images
@@ -130,7 +131,8 @@ def yolo_trainer(b: Bench, split: dict, epochs: int) -> dict:
 
 
 def _pool_and_seeds(b: Bench, cfg: Config, split: dict):
-    from pseudolabel.data import Problems, load_pool
+    from pseudolabel.data.images import Problems
+    from pseudolabel.data.pool import load_pool
 
     pool = load_pool(b.images, cfg.image_size, cfg.channels, Problems(quiet=True), False)
     idx = pool.index()
@@ -143,7 +145,8 @@ def _pool_and_seeds(b: Bench, cfg: Config, split: dict):
 def _backbone(cfg: Config, seed: int):
     import torch
 
-    from pseudolabel.models import create_backbone, norm_stats
+    from pseudolabel.config.schema import norm_stats
+    from pseudolabel.models.backbones import create_backbone
 
     torch.manual_seed(seed)
     rc = cfg.retrain
@@ -152,9 +155,9 @@ def _backbone(cfg: Config, seed: int):
 
 
 def vae_seeds(b: Bench, cfg: Config, split: dict) -> dict:
-    from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.probe import fit_probe
-    from pseudolabel.vae import attach_latent, pretrain_vae
+    from pseudolabel.train.fixmatch import predict_probs
+    from pseudolabel.train.probe import fit_probe
+    from pseudolabel.train.vae import attach_latent, pretrain_vae
 
     rc = cfg.retrain
     t = time.perf_counter()
@@ -170,8 +173,8 @@ def vae_seeds(b: Bench, cfg: Config, split: dict) -> dict:
 
 
 def vae_run(b: Bench, run: Path) -> dict:
-    from pseudolabel.predict import Classifier
-    from pseudolabel.retrain import retrain
+    from pseudolabel.serve.predict import Classifier
+    from pseudolabel.stages.retrain import retrain
 
     copy = b.out / "vae-probe"
     shutil.rmtree(copy, ignore_errors=True)
@@ -184,8 +187,8 @@ def vae_run(b: Bench, run: Path) -> dict:
 
 
 def knn_simclr(b: Bench, cfg: Config, split: dict, k: int) -> dict:
-    from pseudolabel.pretrain import pretrain_simclr
-    from pseudolabel.probe import embed
+    from pseudolabel.train.probe import embed
+    from pseudolabel.train.simclr import pretrain_simclr
 
     rc = cfg.retrain
     t = time.perf_counter()

@@ -28,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pseudolabel import device as devices  # noqa: E402
-from pseudolabel.models import create_backbone  # noqa: E402
-from pseudolabel.probe import embed  # noqa: E402
+from pseudolabel.core import device as devices  # noqa: E402
+from pseudolabel.models.backbones import create_backbone  # noqa: E402
+from pseudolabel.train.probe import embed  # noqa: E402
 
 
 def build(name: str, px: int, channels: int = 3, k: int = 10) -> torch.nn.Module:

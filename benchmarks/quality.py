@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pseudolabel import runstate  # noqa: E402
-from pseudolabel.config import Config, load_config, with_overrides  # noqa: E402
-from pseudolabel.data import _label_of  # noqa: E402
-from pseudolabel.label_issues import flagged_label  # noqa: E402
-from pseudolabel.metrics import classification_metrics, multiclass_metrics  # noqa: E402
+from pseudolabel.config.schema import Config, load_config, with_overrides  # noqa: E402
+from pseudolabel.core import runstate  # noqa: E402
+from pseudolabel.core.metrics import classification_metrics, multiclass_metrics  # noqa: E402
+from pseudolabel.data.labels import _label_of  # noqa: E402
+from pseudolabel.stages.label_check import flagged_label  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "eyes" / "dev_labels.csv"  # the eyes benchmarks' default
 
@@ -98,7 +98,7 @@ def sweep(run_dir: Path, dev: dict[str, int], thresholds_a=(0.5, 0.8, 0.9, 0.95,
     """Macro folder precision and the unclear share for other vote thresholds, from the run's kept
     seed-model scores (no retraining). Seed labels are not applied here, so figures differ slightly
     from the run's own folders."""
-    from pseudolabel.vote import vote
+    from pseudolabel.core.vote import vote
 
     info = runstate.RunInfo.load(run_dir)
     rows = runstate.read_predictions(run_dir)
@@ -118,7 +118,7 @@ def sweep(run_dir: Path, dev: dict[str, int], thresholds_a=(0.5, 0.8, 0.9, 0.95,
 
 def _dev_arrays(run_dir: Path, dev: dict[str, int], size, channels: int, images: Path | None = None):
     """(N, C, H, W) uint8 dev images, (N,) labels and the N sorted image names (eyes images by default)."""
-    from pseudolabel.data import load_image
+    from pseudolabel.data.images import load_image
 
     images = images or ROOT.parent / "shared" / "data" / "eyes" / "images"
     names = sorted(n for n in dev if (images / n).exists())
@@ -133,8 +133,8 @@ def _images_of(cfg: Config) -> Path:
 
 def final_figures(run_dir: Path, dev: dict[str, int], seed: int | None, quiet: bool) -> dict:
     """Retrain the run's final model, then score it and two baselines on the dev labels."""
-    from pseudolabel.predict import Classifier
-    from pseudolabel.retrain import retrain
+    from pseudolabel.serve.predict import Classifier
+    from pseudolabel.stages.retrain import retrain
 
     cfg = with_overrides(load_config(run_dir / "config.yaml"), seed=seed)
     t = time.perf_counter()
@@ -160,10 +160,11 @@ def baselines(run_dir: Path, cfg: Config, x_dev: np.ndarray, y_dev: np.ndarray) 
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from pseudolabel.config import SeedTrainConfig
-    from pseudolabel.data import load_image
-    from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.models import create_backbone, fit_module, norm_stats
+    from pseudolabel.config.schema import SeedTrainConfig, norm_stats
+    from pseudolabel.data.images import load_image
+    from pseudolabel.models.backbones import create_backbone
+    from pseudolabel.train.fixmatch import predict_probs
+    from pseudolabel.train.supervised import fit_module
 
     with open(run_dir / "split.csv") as f:
         split = list(csv.DictReader(f))
@@ -207,7 +208,7 @@ def throughput(clf, run_dir: Path, n: int = 4000, batch: int = 512) -> dict:
 
 def resort_figures(run_dir: Path, dev: dict[str, int]) -> dict:
     """Run `pseudolabel resort` on ``run_dir`` (in place: the run must have final/), then score its folders."""
-    from pseudolabel.resort import resort_run
+    from pseudolabel.stages.resort import resort_run
 
     cfg = load_config(run_dir / "config.yaml")
     summary = resort_run(run_dir, run_dir / "bench-journal.csv", cfg.resort)
@@ -228,7 +229,7 @@ def resort_sweep(before: list[dict], run_dir: Path, dev: dict[str, int], accepts
     """Macro folder precision and the unclear share for other resort settings (one accept for every
     class): the same pure rule on the predictions.csv rows from ``before`` the real resort, with the
     final scores it kept (no files move). Assumes no review."""
-    from pseudolabel.resort import movable_images, resort
+    from pseudolabel.stages.resort import movable_images, resort
 
     info = runstate.RunInfo.load(run_dir)
     p = runstate.load_scores(run_dir, runstate.FINAL)
@@ -336,7 +337,7 @@ def main_one(args, dev: dict[str, int], seed: int | None, retrain: bool, run_dir
              out: Path | None = None) -> dict:
     """Score ``run_dir``, or first run the pipeline into ``out`` when no run_dir is given; optionally retrain."""
     if run_dir is None:
-        from pseudolabel.pipeline import run_pipeline
+        from pseudolabel.stages.run import run_pipeline
 
         run_dir = out
         cfg = load_config(args.pipeline)

@@ -32,14 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import _dev_arrays, read_dev  # noqa: E402
-from pseudolabel.config import load_config  # noqa: E402
-from pseudolabel.metrics import classification_metrics  # noqa: E402
-from pseudolabel.report import review_curve_plot  # noqa: E402
+from pseudolabel.config.schema import load_config  # noqa: E402
+from pseudolabel.core.metrics import classification_metrics  # noqa: E402
+from pseudolabel.report.plots import review_curve_plot  # noqa: E402
 
 
 def linked_copy(run_dir: Path, dest: Path):
     """Hard-link ``run_dir`` (all but its final model) to ``dest``; the review state of the copy."""
-    from pseudolabel.review import ReviewState
+    from pseudolabel.review.state import ReviewState
 
     shutil.copytree(run_dir, dest, copy_function=os.link, ignore=shutil.ignore_patterns("final", ".final*", "journal.csv"))
     if (run_dir / "journal.csv").is_file():  # copied, never linked: the copy's answers must not reach the run's journal
@@ -73,9 +73,9 @@ def answer_all(run_dir: Path, dest: Path, truth: dict[str, int]) -> list[str]:
 def taught_scores(run_dir: Path, answer, x: np.ndarray, quiet: bool, **overrides) -> tuple[list[str], np.ndarray]:
     """Let ``answer(copy)`` answer images in a linked copy of ``run_dir`` (it returns their names),
     retrain there with config ``overrides`` and score (N, C, H, W) ``x``: (answered, (N,) P(open))."""
-    from pseudolabel.config import with_overrides
-    from pseudolabel.predict import EyeStateClassifier
-    from pseudolabel.retrain import retrain
+    from pseudolabel.config.schema import with_overrides
+    from pseudolabel.serve.predict import EyeStateClassifier
+    from pseudolabel.stages.retrain import retrain
 
     with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
         copy = Path(tmp) / "run"
@@ -88,7 +88,7 @@ def taught_scores(run_dir: Path, answer, x: np.ndarray, quiet: bool, **overrides
 def fold_point(run_dir: Path, dev: dict[str, int], test: set[str], x_dev, y_dev, names: list[str],
                quiet: bool) -> dict:
     """Answer every dev image outside ``test``, retrain with all answers training, score on ``test``."""
-    from pseudolabel.predict import EyeStateClassifier
+    from pseudolabel.serve.predict import EyeStateClassifier
 
     held = np.array([n in test for n in names])
     before = EyeStateClassifier.load(run_dir).predict_array(x_dev[held])

@@ -25,9 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pseudolabel import runstate, sort  # noqa: E402
-from pseudolabel.review import ReviewState  # noqa: E402
-from pseudolabel.review_server import make_server  # noqa: E402
+from pseudolabel.core import (
+    runstate,  # noqa: E402
+    sort,
+)
+from pseudolabel.review.server import make_server  # noqa: E402
+from pseudolabel.review.state import ReviewState  # noqa: E402
 
 
 def make_run(root: Path, n: int, images: Path | None = None) -> Path:

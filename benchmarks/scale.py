@@ -56,7 +56,7 @@ def _make_chunk(args: tuple) -> int:
 
 def make_pool(out: Path, n: int) -> float:
     """``n`` distinct synthetic crops in ``out``; returns the seconds it took."""
-    from pseudolabel.data import load_image
+    from pseudolabel.data.images import load_image
 
     start = time.perf_counter()
     out.mkdir(parents=True)
@@ -85,7 +85,8 @@ def child(code: str) -> dict:
 CACHE = """
 import json, time
 from pathlib import Path
-from pseudolabel.data import Problems, load_pool
+from pseudolabel.data.images import Problems
+from pseudolabel.data.pool import load_pool
 t = time.perf_counter(); p = load_pool({pool!r}, 24, 1, Problems(quiet=True), False, cache=Path({cache!r}))
 print(json.dumps({{"seconds": time.perf_counter() - t, "n": len(p.names)}}))
 """
@@ -93,9 +94,10 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "n": len(p.names)}}))
 SCORE = """
 import json, time, torch
 from pathlib import Path
-from pseudolabel.data import Problems, load_pool
-from pseudolabel.fixmatch import predict_probs
-from pseudolabel.models import create_backbone
+from pseudolabel.data.images import Problems
+from pseudolabel.data.pool import load_pool
+from pseudolabel.train.fixmatch import predict_probs
+from pseudolabel.models.backbones import create_backbone
 torch.manual_seed(0)
 p = load_pool({pool!r}, 24, 1, Problems(quiet=True), False, cache=Path({cache!r}))
 net = create_backbone("tinycnn", num_classes=2, in_chans=1, image_size=24)
@@ -107,8 +109,8 @@ PREDICT = """
 import json, os, subprocess, sys, time
 import torch
 os.environ["PSEUDOLABEL_CACHE"] = {pcache!r}
-from pseudolabel.cli import main
-from pseudolabel import predict
+from pseudolabel.cli.main import main
+from pseudolabel.serve import predict
 t = time.perf_counter()  # interpreter and torch start-up excluded
 assert main(["predict", {pool!r}, "--model", {model!r}, "--csv", {csv!r}]) == 0
 print(json.dumps({{"seconds": time.perf_counter() - t}}))
@@ -117,9 +119,9 @@ print(json.dumps({{"seconds": time.perf_counter() - t}}))
 RAY_PREDICT = """
 import json, os, threading, time
 os.environ["PSEUDOLABEL_CACHE"] = ""
-from pseudolabel import ray_engine
-from pseudolabel.config import RayConfig
-from pseudolabel.cli import main
+from pseudolabel.engines import ray as ray_engine
+from pseudolabel.config.schema import RayConfig
+from pseudolabel.cli.main import main
 ray_engine.init(RayConfig())  # a local Ray on this machine; its start-up is not counted,
 import ray  # nor Ray Data's own (its stats, autoscaling and location actors start with the first dataset)
 ray.data.range(8).map_batches(lambda b: b).materialize()
@@ -146,9 +148,10 @@ print(json.dumps({{"seconds": seconds, "worker_rss_mb": max(workers.values(), de
 STEP = """
 import json, time, numpy as np, torch
 from pathlib import Path
-from pseudolabel.data import Problems, load_pool
-from pseudolabel.fixmatch import FixMatchConfig, fit_fixmatch
-from pseudolabel.models import create_backbone
+from pseudolabel.data.images import Problems
+from pseudolabel.data.pool import load_pool
+from pseudolabel.train.fixmatch import FixMatchConfig, fit_fixmatch
+from pseudolabel.models.backbones import create_backbone
 p = load_pool({pool!r}, 24, 1, Problems(quiet=True), False, cache=Path({cache!r}))
 x = p.images
 lb = np.asarray(x[:100]); y = np.arange(100) % 2
@@ -165,9 +168,9 @@ def export_untrained(out: Path) -> Path:
     """A tinycnn with the eyes preprocessing and tta none, exported as `retrain` exports."""
     import torch
 
-    from pseudolabel.config import Config
-    from pseudolabel.models import create_backbone
-    from pseudolabel.predict import export_model
+    from pseudolabel.config.schema import Config
+    from pseudolabel.models.backbones import create_backbone
+    from pseudolabel.serve.predict import export_model
 
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,8 +181,8 @@ def export_untrained(out: Path) -> Path:
 def review_latency(pool: Path, root: Path, requests: int = 200) -> dict:
     """p50/p95 (ms) of queue reads and decisions with the whole pool in unclear/."""
     from benchmarks.review_load import make_run
-    from pseudolabel.review import ReviewState
-    from pseudolabel.review_server import make_server
+    from pseudolabel.review.server import make_server
+    from pseudolabel.review.state import ReviewState
 
     run = make_run(root, 0, images=pool)
     start = time.perf_counter()

@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pseudolabel.review import ReviewState  # noqa: E402
-from pseudolabel.review_server import make_server  # noqa: E402
+from pseudolabel.review.state import ReviewState  # noqa: E402
+from pseudolabel.review.server import make_server  # noqa: E402
 from tests.conftest import COLORS, make_color_data, place_fake_run  # noqa: E402
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]

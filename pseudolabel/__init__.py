@@ -6,7 +6,7 @@ __all__ = ["Classifier", "EyeStateClassifier"]
 
 def __getattr__(name: str):
     if name in __all__:  # lazy: `import pseudolabel` stays light
-        from . import predict
+        from pseudolabel.serve import predict
 
         return getattr(predict, name)
     raise AttributeError(f"module 'pseudolabel' has no attribute {name!r}")

@@ -56,7 +56,7 @@ def make_run(tmp_path: Path, eyes_dir: Path, n: int = 60, seed: int = 0) -> Path
     import numpy as np
     import yaml
 
-    from pseudolabel.vote import binary_probs
+    from pseudolabel.core.vote import binary_probs
 
     images = tmp_path / "images"
     images.mkdir()
@@ -76,8 +76,8 @@ def place_fake_run(run: Path, images: Path, names: list[str], scores: tuple, thr
     """What `pseudolabel run` writes after its seed models, from the given (N, K) ``scores`` of the
     two models: the real vote and sort code place the files; predictions.csv, scores/, run.json and
     run_summary.json follow."""
-    from pseudolabel import runstate, sort
-    from pseudolabel.vote import vote
+    from pseudolabel.core import runstate, sort
+    from pseudolabel.core.vote import vote
 
     v = vote(*scores, threshold=threshold)
     placements = sort.plan(names, v.decision, v.rank, folders)
@@ -94,7 +94,7 @@ def place_fake_run(run: Path, images: Path, names: list[str], scores: tuple, thr
 
 def write_summary(run: Path, decision, folders: tuple[str, ...], classes=("closed", "open")) -> None:
     """The run_summary.json `pseudolabel run` would write, for a run made by hand (the report renders from it)."""
-    from pseudolabel import runstate
+    from pseudolabel.core import runstate
 
     summary = {"pipeline": "test", "rule": "a fake vote", "counts": runstate.folder_counts(decision, folders),
                "classes": list(classes), "folders": list(folders), "models": ["yolov8-cls", "resnet50"],
@@ -106,7 +106,7 @@ def write_summary(run: Path, decision, folders: tuple[str, ...], classes=("close
 def mark_issue(run: Path, note: str) -> str:
     """Give the first queue image of ``run`` the label check's ``note`` (an ``issue`` in
     predictions.csv, as `pseudolabel run` writes it). Returns that image's name."""
-    from pseudolabel import runstate
+    from pseudolabel.core import runstate
 
     rows = runstate.read_predictions(run)
     first = min((r for r in rows if r["queue_rank"]), key=lambda r: int(r["queue_rank"]))["image"]
@@ -147,9 +147,10 @@ def make_seed_run(tmp, eyes, n=300, **overrides):
     pipeline of few epochs (``FAST``, then ``overrides``)."""
     import numpy as np
 
-    from pseudolabel import runstate, sort
-    from pseudolabel.config import dump_config, load_config, with_overrides
-    from pseudolabel.data import Problems, clean_seed_labels, list_images, read_seed_labels, split_seeds
+    from pseudolabel.config.schema import dump_config, load_config, with_overrides
+    from pseudolabel.core import runstate, sort
+    from pseudolabel.data.images import Problems, list_images
+    from pseudolabel.data.labels import clean_seed_labels, read_seed_labels, split_seeds
 
     images = tmp / "images"
     images.mkdir()
@@ -184,7 +185,7 @@ def dev_subset(eyes: Path, n: int):
 
     import numpy as np
 
-    from pseudolabel.data import load_image
+    from pseudolabel.data.images import load_image
 
     with open(eyes / "dev_labels.csv") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: r["image"])[:n]
@@ -319,7 +320,7 @@ def serve_state(state, mode: str = "review"):
     """Serve a ReviewState in a thread: yields (url, state) and stops the server after."""
     import threading
 
-    from pseudolabel.review_server import make_server
+    from pseudolabel.review.server import make_server
 
     server = make_server(state, 0, mode=mode)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -489,7 +490,7 @@ def fabricate_timm(hf_home: Path, arch: str = TIMM_ARCH, tag: str = TIMM_TAG, se
 def fabricate_yolo(weights_dir: Path, variant: str = "n") -> Path:
     """A randomly initialised ``yolov8<variant>-cls.pt`` in ultralytics' own checkpoint format (its
     ``Model.save``), in its weights folder."""
-    from pseudolabel.yolo import _import_ultralytics
+    from pseudolabel.models.yolo import _import_ultralytics
 
     _import_ultralytics()
     from ultralytics import YOLO

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from pseudolabel import audit, runstate
-from pseudolabel.review import Conflict, ReviewState, format_status
+from pseudolabel.core import runstate
+from pseudolabel.report import audit
+from pseudolabel.review.state import Conflict, ReviewState, format_status
 
 
 def wilson_reference(k, n, z=1.959963984540054):

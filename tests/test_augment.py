@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pseudolabel import augment as A
+from pseudolabel.data import augment as A
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pseudolabel.data import Problems, clean_seed_labels, load_image, load_pool, read_seed_labels, split_seeds
+from pseudolabel.data.images import Problems, load_image
+from pseudolabel.data.labels import clean_seed_labels, read_seed_labels, split_seeds
+from pseudolabel.data.pool import load_pool
 from tests.conftest import copy_crops, run_cli, write_pipeline
 
 CLASSES = ("closed", "open")
@@ -69,7 +71,7 @@ def truncated_jpeg(src: Path) -> bytes:
 )
 def test_unreadable_image_is_skipped_with_one_line(pool, name, make, after_yolo):
     if after_yolo:
-        from pseudolabel.yolo import build_yolo_cls
+        from pseudolabel.models.yolo import build_yolo_cls
 
         build_yolo_cls("n", 1, 24)
     root, names = pool
@@ -197,7 +199,7 @@ def test_unreadable_file_is_skipped(pool, monkeypatch):  # (12) permissions
     shutil.copy2(root / names[0], locked)
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads anything; make the OS answer as it would for a user
-        import pseudolabel.cache as cache_mod
+        import pseudolabel.data.cache as cache_mod
 
         real = cache_mod.read_file
 

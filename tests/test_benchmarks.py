@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.review_curve import answer_all
-from pseudolabel.retrain import label_sources
-from pseudolabel.review import ReviewState
+from pseudolabel.review.state import ReviewState
+from pseudolabel.stages.retrain import label_sources
 
 from .conftest import tree_digest
 
@@ -64,10 +64,10 @@ def test_threshold_sweep_after_a_resort_replays_the_two_seed_models(fake_run, tm
     import numpy as np
 
     from benchmarks.quality import sweep
-    from pseudolabel.config import ResortConfig
-    from pseudolabel.resort import resort_run
-    from pseudolabel.runstate import read_predictions
-    from pseudolabel.vote import binary_probs
+    from pseudolabel.config.schema import ResortConfig
+    from pseudolabel.core.runstate import read_predictions
+    from pseudolabel.core.vote import binary_probs
+    from pseudolabel.stages.resort import resort_run
 
     rows = read_predictions(fake_run)
     dev = {r["image"]: int(r["decision"]) for r in rows if r["decision"] != "unclear"}  # the vote's own labels

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pseudolabel.config import load_config
+from pseudolabel.config.schema import load_config
 from tests.conftest import copy_crops, run_cli, tree_digest, write_pipeline
 
 

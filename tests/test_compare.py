@@ -3,8 +3,8 @@ import csv
 
 import pytest
 
-from pseudolabel import runstate
-from pseudolabel.cli import main
+from pseudolabel.cli.main import main
+from pseudolabel.core import runstate
 from tests.conftest import make_seed_run
 
 
@@ -45,7 +45,7 @@ def test_a_bad_backbone_is_one_line_before_any_training(compared, capsys):
 
 
 def test_the_default_list_is_seed_001s_seven():
-    from pseudolabel.config import Config
+    from pseudolabel.config.schema import Config
 
     names = Config().compare.backbones
     assert len(names) == 7 and {"resnet18", "resnet50", "resnet101", "yolov8n-cls", "yolov8m-cls"} <= set(names)

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from pseudolabel.config import Config, dump_config, load_config, with_overrides
+from pseudolabel.config.schema import Config, dump_config, load_config, with_overrides
 
 ROOT_PIPELINE = "pipelines/eyes.yaml"
 

@@ -11,9 +11,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pseudolabel import runstate
-from pseudolabel.cli import main
-from pseudolabel.data import Problems, read_seed_labels
+from pseudolabel.cli.main import main
+from pseudolabel.core import runstate
+from pseudolabel.data.images import Problems
+from pseudolabel.data.labels import read_seed_labels
 from tests.conftest import COLORS, ROOT, make_color_data, place_fake_run, run_cli, tree_digest
 
 CLASSES = ("closed", "open")
@@ -27,7 +28,7 @@ def run(tmp_path, eyes):
     import numpy as np
     import yaml
 
-    from pseudolabel.vote import binary_probs
+    from pseudolabel.core.vote import binary_probs
 
     images = tmp_path / "images"
     images.mkdir()
@@ -68,7 +69,7 @@ def test_imagefolder_export_loads_with_torchvision(run, tmp_path, capsys):
 
 
 def test_yolo_export_trains_with_ultralytics_offline(run, tmp_path):
-    from pseudolabel.yolo import ultralytics_train
+    from pseudolabel.models.yolo import ultralytics_train
 
     out = tmp_path / "y"
     assert main(["export", str(run), "--format", "yolo", "--out", str(out), "--val-share", "0.25", "--copy"]) == 0

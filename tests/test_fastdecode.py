@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pseudolabel.cache import decoder
-from pseudolabel.data import load_image
-from pseudolabel.fastdecode import fast_decode, jpeg_header, png_header
+from pseudolabel.data.cache import decoder
+from pseudolabel.data.fastdecode import fast_decode, jpeg_header, png_header
+from pseudolabel.data.images import load_image
 
 CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10", "images")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pseudolabel.review import ReviewState, journal_path_for
+from pseudolabel.review.state import ReviewState, journal_path_for
 from tests.conftest import make_seed_run, run_cli, tree_digest, write_pipeline
 
 

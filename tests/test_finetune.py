@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel.config import Config, StagedConfig, with_overrides
-from pseudolabel.data import Problems, load_pool
-from pseudolabel.finetune import BATCHNORMS, fit_staged, param_groups, set_stage
-from pseudolabel.models import create_backbone, create_seed_model
+from pseudolabel.config.schema import Config, StagedConfig, with_overrides
+from pseudolabel.data.images import Problems
+from pseudolabel.data.pool import load_pool
+from pseudolabel.models.backbones import create_backbone
+from pseudolabel.train.finetune import BATCHNORMS, fit_staged, param_groups, set_stage
+from pseudolabel.train.seeds import create_seed_model
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +119,8 @@ def test_the_seed_resnet50_is_fine_tuned_in_stages_only_with_weights(tmp_path, w
 
 
 def test_retrain_fine_tunes_a_pretrained_final_model_in_stages(tmp_path, eyes, weights):
-    from pseudolabel.config import load_config
-    from pseudolabel.retrain import retrain
+    from pseudolabel.config.schema import load_config
+    from pseudolabel.stages.retrain import retrain
     from tests.conftest import make_seed_run
 
     run, *_ = make_seed_run(tmp_path, eyes, n=150)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pseudolabel.fixmatch import EMA, confidence_mask, fixmatch_loss, improved, pseudo_label
+from pseudolabel.train.fixmatch import EMA, confidence_mask, fixmatch_loss, improved, pseudo_label
 
 P = torch.tensor([[0.97, 0.03], [0.5, 0.5], [0.04, 0.96], [0.2, 0.8], [0.05, 0.95]])
 
@@ -82,7 +82,7 @@ def test_class_wise_thresholds_in_the_mask():
     ],
 )
 def test_flexmatch_thresholds(selected, expected):
-    from pseudolabel.fixmatch import flexmatch_thresholds
+    from pseudolabel.train.fixmatch import flexmatch_thresholds
 
     got = flexmatch_thresholds(torch.tensor(selected), 2, 0.95)
     assert torch.allclose(got, torch.tensor(expected), atol=1e-6)

@@ -17,7 +17,8 @@ CASES = 480
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_mutated_images_decode_or_give_one_line(channels, tmp_path, capfd):
-    from pseudolabel.data import Problems, load_pool
+    from pseudolabel.data.images import Problems
+    from pseudolabel.data.pool import load_pool
 
     rng = random.Random(47 + channels)
     originals = [(ext, image_bytes(fmt, size=(24, 32), seed=k, **kw)) for k, (ext, fmt, kw) in enumerate(SEEDS)]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pseudolabel import runstate, sort
-from pseudolabel.names import class_folders, folder_name
-from pseudolabel.review import ReviewState
+from pseudolabel.core import runstate, sort
+from pseudolabel.core.names import class_folders, folder_name
+from pseudolabel.review.state import ReviewState
 from tests.conftest import (
     ROOT,
     image_bytes,
@@ -159,7 +159,7 @@ def test_a_move_never_replaces_a_file_put_there_by_hand(fake_run, tmp_path):
     item = state.items[state.queue()["items"][0]["image"]]
     squatter = fake_run / "1" / item.file
     squatter.write_bytes(b"a person's own file")
-    from pseudolabel.review import Conflict
+    from pseudolabel.review.state import Conflict
 
     with pytest.raises(Conflict, match=r"already (exists|in 1/)"):
         state.decide(item.image, "1")
@@ -283,7 +283,8 @@ def raw_pil_raises(data: bytes) -> str:
     ("bomb.png", lambda: png_header_only(20000, 20000), "DecompressionBombError"),
 ])  # fmt: skip
 def test_a_decoder_fault_on_one_file_is_one_line_naming_it(name, make, pil_raises, tmp_path, small_pool, capfd):
-    from pseudolabel.data import Problems, load_pool
+    from pseudolabel.data.images import Problems
+    from pseudolabel.data.pool import load_pool
 
     data = make()
     assert raw_pil_raises(data) == pil_raises  # the fault is real: Pillow raises this, not OSError
@@ -298,7 +299,7 @@ def test_a_decoder_fault_on_one_file_is_one_line_naming_it(name, make, pil_raise
 
 
 def test_libtiff_messages_are_caught_not_printed(tmp_path, capfd):
-    from pseudolabel.cache import Decoder
+    from pseudolabel.data.cache import Decoder
 
     data = image_bytes("TIFF", compression="tiff_deflate")
     at = len(data) // 3
@@ -311,7 +312,8 @@ def test_libtiff_messages_are_caught_not_printed(tmp_path, capfd):
 
 
 def test_a_huge_image_is_one_line_and_no_pillow_warning(small_pool, capfd, recwarn):
-    from pseudolabel.data import Problems, load_pool
+    from pseudolabel.data.images import Problems
+    from pseudolabel.data.pool import load_pool
 
     (small_pool / "huge.png").write_bytes(png_header_only(11000, 10000))  # 110 Mpx: over our limit, under Pillow's
     problems = Problems()
@@ -324,7 +326,7 @@ def test_a_huge_image_is_one_line_and_no_pillow_warning(small_pool, capfd, recwa
 def test_large_images_decode_with_bounded_memory(tmp_path):
     """A JPEG over the pixel limit still decodes (its draft scale shrinks it while decoding); a PNG
     over it does not; one under it is reduced before any conversion."""
-    from pseudolabel.data import TooLarge, load_image
+    from pseudolabel.data.images import TooLarge, load_image
 
     jpeg, png = tmp_path / "big.jpg", tmp_path / "big.png"
     jpeg.write_bytes(image_bytes("JPEG", size=(3000, 4000)))
@@ -356,7 +358,7 @@ HOSTILE = ["red, dark", "yes", "no", "null", "1.5", "cat: big", "img #1", "[x]",
 
 @pytest.mark.parametrize("folder", ["img #1", "yes", "a: b", "[x]", "- dash", "new\nline"])
 def test_init_round_trips_hostile_class_and_folder_names(tmp_path, folder):
-    from pseudolabel.config import load_config
+    from pseudolabel.config.schema import load_config
 
     images = tmp_path / folder
     images.mkdir()
@@ -473,7 +475,7 @@ def test_config_errors_name_the_key(data, message, tmp_path):
 
 
 def test_an_empty_section_means_its_defaults(tmp_path):
-    from pseudolabel.config import Config, load_config
+    from pseudolabel.config.schema import Config, load_config
 
     path = tmp_path / "p.yaml"
     path.write_text("retrain:\nyolo:\n")

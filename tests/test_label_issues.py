@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pseudolabel.config import LabelCheckConfig
-from pseudolabel.label_issues import cnn_fit_predict, find_issues, out_of_fold_probs, requeue, stratified_folds
-from pseudolabel.vote import UNCLEAR
+from pseudolabel.config.schema import LabelCheckConfig
+from pseudolabel.core.vote import UNCLEAR
+from pseudolabel.stages.label_check import cnn_fit_predict, find_issues, out_of_fold_probs, requeue, stratified_folds
 from tests.conftest import dev_subset as _dev_subset
 
 
@@ -121,7 +121,7 @@ def test_flipped_labels_on_real_crops_are_flagged(eyes):
 
 @pytest.mark.parametrize("seed,label,p", [(True, 0, 0.92), (False, 1, 0.04), (False, 0, 1.0)])
 def test_issue_note_reads_back(seed, label, p):
-    from pseudolabel.label_issues import flagged_label, issue_note
+    from pseudolabel.stages.label_check import flagged_label, issue_note
 
     note = issue_note(seed, label, ("closed", "open"), np.array([1 - p, p]))
     p_label = p if label == 1 else 1 - p
@@ -130,7 +130,7 @@ def test_issue_note_reads_back(seed, label, p):
 
 
 def test_issue_note_with_ten_classes():
-    from pseudolabel.label_issues import flagged_label, issue_note
+    from pseudolabel.stages.label_check import flagged_label, issue_note
 
     classes = tuple(f"c{k}" for k in range(10))
     probs = np.full(10, 0.05)

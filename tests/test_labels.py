@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pseudolabel.data import Problems, clean_seed_labels, list_images, read_seed_labels, split_seeds
+from pseudolabel.data.images import Problems, list_images
+from pseudolabel.data.labels import clean_seed_labels, read_seed_labels, split_seeds
 
 CLASSES = ("closed", "open")
 POOL = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "sub/e.jpg"]

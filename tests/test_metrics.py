@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pseudolabel.metrics import classification_metrics, eer, roc_auc
+from pseudolabel.core.metrics import classification_metrics, eer, roc_auc
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel.config import Config, SeedTrainConfig
-from pseudolabel.models import Normalize, create_backbone, create_seed_model
+from pseudolabel.config.schema import Config, SeedTrainConfig
+from pseudolabel.models.backbones import Normalize, create_backbone
+from pseudolabel.train.seeds import create_seed_model
 
 
 @pytest.mark.parametrize("name", ["resnet50", "yolov8-cls"])
@@ -70,7 +71,9 @@ def test_missing_pretrained_file_names_it(tmp_path):
 
 def test_a_few_supervised_epochs_on_real_crops_beat_chance(eyes):
     """Real seed crops, a handful of epochs: the yolo seed model must learn something."""
-    from pseudolabel.data import Problems, clean_seed_labels, load_pool, read_seed_labels, split_seeds
+    from pseudolabel.data.images import Problems
+    from pseudolabel.data.labels import clean_seed_labels, read_seed_labels, split_seeds
+    from pseudolabel.data.pool import load_pool
 
     pr = Problems(quiet=True)
     pool = load_pool(eyes / "images", 24, 1, pr, progress=False)
@@ -112,8 +115,8 @@ class _Fixed(torch.nn.Module):
     ],
 )
 def test_ensemble_averages_member_probabilities(member_logits, expected_p_open):
-    from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.models import Ensemble
+    from pseudolabel.models.backbones import Ensemble
+    from pseudolabel.train.fixmatch import predict_probs
 
     ens = Ensemble([_Fixed(l) for l in member_logits])
     probs = predict_probs(ens, torch.rand(3, 1, 24, 24))
@@ -123,7 +126,7 @@ def test_ensemble_averages_member_probabilities(member_logits, expected_p_open):
 
 
 def test_empty_ensemble_is_an_error():
-    from pseudolabel.models import Ensemble
+    from pseudolabel.models.backbones import Ensemble
 
     with pytest.raises(ValueError, match="at least one member"):
         Ensemble([])
@@ -134,9 +137,9 @@ def test_tta_is_the_mean_over_views_in_one_pass(eyes, mode):
     """TTA batches all views through the network at once; it must equal scoring each view apart."""
     from PIL import Image
 
-    from pseudolabel.augment import tta_views
-    from pseudolabel.fixmatch import predict_probs
-    from pseudolabel.models import TTA
+    from pseudolabel.data.augment import tta_views
+    from pseudolabel.models.backbones import TTA
+    from pseudolabel.train.fixmatch import predict_probs
 
     names = sorted(p.name for p in (eyes / "images").iterdir())[:12]
     x = torch.from_numpy(np.stack([np.asarray(Image.open(eyes / "images" / n).convert("L")) for n in names])[:, None])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pseudolabel import runstate
+from pseudolabel.core import runstate
 from tests.conftest import COLORS, ROOT, make_color_data, run_cli, tree_digest, write_color_pipeline
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
-from pseudolabel.config import Config
-from pseudolabel.data import Pool
-from pseudolabel.pipeline import Seeds, check_output, final_decisions, student_set, vote_rule
-from pseudolabel.vote import UNCLEAR, Votes, binary_probs
+from pseudolabel.config.schema import Config
+from pseudolabel.core.vote import UNCLEAR, Votes, binary_probs
+from pseudolabel.data.pool import Pool
+from pseudolabel.stages.outputs import vote_rule
+from pseudolabel.stages.results import Seeds
+from pseudolabel.stages.run import check_output, final_decisions, student_set
 
 SCORES = binary_probs([0.99, 0.85, 0.5, 0.15, 0.01, 0.95, 0.3])
 
@@ -63,7 +65,7 @@ def test_vote_rule_in_words():
 def test_a_seed_model_no_better_than_chance_stops_the_vote(capsys, alpha, trusted):
     import dataclasses
 
-    from pseudolabel.pipeline import voters_trusted
+    from pseudolabel.stages.gates import voters_trusted
 
     chance = {"yolov8-cls": {"n": 50, "correct": 18, "baseline": 0.1, "p": 1e-6},
               "resnet50": {"n": 50, "correct": 6, "baseline": 0.1, "p": 0.38}}

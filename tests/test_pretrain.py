@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pseudolabel.augment import to_float
-from pseudolabel.models import TinyCNN, create_backbone
-from pseudolabel.pretrain import embedding_tap, last_linear, nt_xent, pretrain_cached, pretrain_simclr
+from pseudolabel.data.augment import to_float
+from pseudolabel.models.backbones import TinyCNN, create_backbone
+from pseudolabel.models.layers import embedding_tap, last_linear
+from pseudolabel.train.pretrain import pretrain_cached
+from pseudolabel.train.simclr import nt_xent, pretrain_simclr
 from tests.conftest import dev_subset as _dev_subset
 
 E = torch.eye(4)  # four orthogonal unit embeddings

@@ -19,7 +19,7 @@ from tests.conftest import COLORS, ROOT, TIMM_ARCH, TIMM_TAG, make_color_data, t
 
 LOAD = r"""
 import json, sys, torch, safetensors.torch
-from pseudolabel.models import create_backbone
+from pseudolabel.models.backbones import create_backbone
 spec, name, arch, channels, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 net = create_backbone(name, num_classes=k, in_chans=channels, image_size=24, pretrained=spec,
                       arch=arch if name == "resnet50" else None)
@@ -110,7 +110,7 @@ def test_run_records_the_weights_and_the_report_says_so(hub, tmp_path):
     res = cli(hub["env"], "run", str(pipe), "--out", "run", "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    from pseudolabel.weights import sha256_of
+    from pseudolabel.models.weights import sha256_of
 
     assert info["weights"]["resnet50"]["name"] == f"timm/{TIMM_ARCH}.{TIMM_TAG}"
     assert info["weights"]["resnet50"]["sha256"] == sha256_of(hub["timm"])
@@ -158,8 +158,8 @@ def test_a_missing_weights_file_is_one_line(tmp_path):
 @pytest.fixture
 def frozen(tmp_path, hub):
     """A frozen resnet10t seed model over the fabricated weights file, with its embedding cache in tmp."""
-    from pseudolabel.config import Config, with_overrides
-    from pseudolabel.models import create_seed_model
+    from pseudolabel.config.schema import Config, with_overrides
+    from pseudolabel.train.seeds import create_seed_model
 
     def make(cache: str = str(tmp_path / "pools"), **over):
         cfg = with_overrides(Config(), classes=tuple(COLORS), channels=3, image_size=(40, 32), pool_cache=cache,
@@ -171,7 +171,7 @@ def frozen(tmp_path, hub):
 
 
 def colour_arrays(tmp_path: Path, per_class: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    from pseudolabel.data import load_image
+    from pseudolabel.data.images import load_image
 
     truth = make_color_data(tmp_path / "arr", n_per_class=per_class, seed=3)
     names = sorted(truth)
@@ -184,8 +184,8 @@ def test_frozen_head_is_scikit_learns_logistic_regression(frozen, tmp_path, monk
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from pseudolabel import frozen as fz
-    from pseudolabel.probe import embed
+    from pseudolabel.train import frozen as fz
+    from pseudolabel.train.probe import embed
 
     monkeypatch.setattr(fz, "SMALL", 8)  # the pool path (whole arrays, on disk) even for this small set
     x, y = colour_arrays(tmp_path)
@@ -199,7 +199,7 @@ def test_frozen_head_is_scikit_learns_logistic_regression(frozen, tmp_path, monk
 
 
 def test_the_embedding_cache_is_reused_by_a_second_run(frozen, tmp_path, monkeypatch):
-    from pseudolabel import frozen as fz
+    from pseudolabel.train import frozen as fz
 
     monkeypatch.setattr(fz, "SMALL", 8)
     monkeypatch.delenv("PSEUDOLABEL_CACHE")  # the pipeline's pool_cache decides
@@ -222,7 +222,7 @@ def test_the_embedding_cache_is_reused_by_a_second_run(frozen, tmp_path, monkeyp
 def test_grey_and_colour_input_load_and_train_a_step(hub, name, channels, tmp_path):
     import torch
 
-    from pseudolabel.models import create_backbone
+    from pseudolabel.models.backbones import create_backbone
 
     spec = str(hub["timm"] if name == "resnet50" else hub["yolo"])
     net = create_backbone(name, num_classes=2, in_chans=channels, image_size=24, pretrained=spec,
@@ -242,7 +242,7 @@ def test_grey_and_colour_input_load_and_train_a_step(hub, name, channels, tmp_pa
 def test_a_good_frozen_model_passes_the_gate_from_ten_labels_a_class(frozen, tmp_path):
     """The vote's gate judges a frozen model out of fold on all 30 seed labels: a model that is right on
     two of three passes, where the validation split (6 images) could not tell it from chance."""
-    from pseudolabel.vote import chance_test
+    from pseudolabel.core.vote import chance_test
 
     x, y = colour_arrays(tmp_path, per_class=10)
     model = frozen()
@@ -253,9 +253,10 @@ def test_a_good_frozen_model_passes_the_gate_from_ten_labels_a_class(frozen, tmp
 def test_a_checker_at_chance_flags_nothing_and_says_why(tmp_path):
     """Noise images with labels that have nothing to do with them: the checker cannot beat chance, so it
     must not flag a single label, however much cleanlab would have flagged."""
-    from pseudolabel.config import Config, with_overrides
-    from pseudolabel.data import Pool
-    from pseudolabel.pipeline import Seeds, check_labels
+    from pseudolabel.config.schema import Config, with_overrides
+    from pseudolabel.data.pool import Pool
+    from pseudolabel.stages.gates import check_labels
+    from pseudolabel.stages.results import Seeds
 
     rng = np.random.default_rng(0)
     n = 120
@@ -285,9 +286,10 @@ class Checker:
 def test_a_seed_label_needs_stronger_evidence_than_a_vote(tmp_path):
     """With the same out-of-fold scores, cleanlab's flag alone sends a vote's label back, but a person's
     seed label only when the checker gives it at most seed_max_p."""
-    from pseudolabel.config import Config, with_overrides
-    from pseudolabel.data import Pool
-    from pseudolabel.pipeline import Seeds, check_labels
+    from pseudolabel.config.schema import Config, with_overrides
+    from pseudolabel.data.pool import Pool
+    from pseudolabel.stages.gates import check_labels
+    from pseudolabel.stages.results import Seeds
 
     n = 80
     y = np.array([0] * 40 + [1] * 40)
@@ -308,8 +310,8 @@ def test_a_seed_label_needs_stronger_evidence_than_a_vote(tmp_path):
 def test_the_vote_must_be_right_on_the_held_out_seeds_it_decides(right, trusted, capsys):
     """Better than chance is not enough: a vote whose confident agreements are wrong on held-out seed
     labels would fill the folders with wrong labels, so it decides nothing."""
-    from pseudolabel.config import Config, with_overrides
-    from pseudolabel.pipeline import vote_precision, voters_trusted
+    from pseudolabel.config.schema import Config, with_overrides
+    from pseudolabel.stages.gates import vote_precision, voters_trusted
 
     y = np.array([0, 1, 2] * 10)
     probs = np.full((30, 3), 0.05)

@@ -5,9 +5,9 @@ import sys
 import pytest
 import torch
 
-from pseudolabel import progress
-from pseudolabel.models import TinyCNN
-from pseudolabel.pretrain import pretrain_simclr
+from pseudolabel.core import progress
+from pseudolabel.models.backbones import TinyCNN
+from pseudolabel.train.simclr import pretrain_simclr
 from tests.conftest import dev_subset as _dev_subset
 
 

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pseudolabel.data import Problems, clean_seed_labels, read_seed_labels
-from pseudolabel.vote import UNCLEAR, binary_probs, vote
+from pseudolabel.core.vote import UNCLEAR, binary_probs, vote
+from pseudolabel.data.images import Problems
+from pseudolabel.data.labels import clean_seed_labels, read_seed_labels
 
 CLASSES = ("closed", "open")
 # scores as the models give them (float32), and margins that are exact in binary, so 0.5 + m, 0.5 - m and

@@ -11,14 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel import cli, device, ray_engine
-from pseudolabel.cache import decoder
-from pseudolabel.config import Config, RayConfig, load_config
-from pseudolabel.data import Pool
-from pseudolabel.fixmatch import FixMatchConfig, predict_probs
-from pseudolabel.models import TorchSeed, create_backbone
-from pseudolabel.pipeline import score_pool
-from pseudolabel.predict import Classifier, export_model
+from pseudolabel import cli
+from pseudolabel.engines.ray import score_classifier
+from pseudolabel.config.schema import Config, RayConfig, load_config
+from pseudolabel.core import device
+from pseudolabel.data.cache import decoder
+from pseudolabel.data.pool import Pool
+from pseudolabel.engines import ray as ray_engine
+from pseudolabel.models.backbones import create_backbone
+from pseudolabel.serve.predict import Classifier, export_model
+from pseudolabel.stages.run import score_pool
+from pseudolabel.train.fixmatch import FixMatchConfig, predict_probs
+from pseudolabel.train.seeds import TorchSeed
 
 from .conftest import copy_crops, make_color_data, make_seed_run
 
@@ -60,7 +64,7 @@ def test_ray_data_scores_equal_local_scores(local_ray, eyes, tmp_path, uri):
     local_warn, ray_warn = [], []
     local = list(clf.score_files(paths, warn=local_warn.append, chunk=7))
     asked = [f"file://{p}" for p in paths] if uri else paths
-    remote = list(clf.score_files(asked, warn=ray_warn.append, chunk=7, ray=local_ray))
+    remote = list(score_classifier(clf, asked, local_ray, warn=ray_warn.append, chunk=7))
     kept_l, kept_r = [p for c, _ in local for p in c], [p for c, _ in remote for p in c]
     assert [str(p).removeprefix("file://") for p in kept_r] == [str(p) for p in kept_l]  # the order asked for
     assert len(kept_l) == len(paths) - 2
@@ -160,9 +164,9 @@ def test_memmaps_travel_as_files(tmp_path):
 def test_retrain_and_resort_on_ray_through_the_cli(local_ray, eyes, tmp_path, capsys):
     """`retrain --engine ray --workers 2` (FixMatch on Ray Train) exports a final model; `resort
     --engine ray` scores the run with it on Ray Data, as the local engine would."""
-    from pseudolabel import runstate
-    from pseudolabel.resort import score_run
-    from pseudolabel.review import ReviewState
+    from pseudolabel.core import runstate
+    from pseudolabel.review.state import ReviewState
+    from pseudolabel.stages.resort import score_run
 
     run, _, _, _ = make_seed_run(tmp_path, eyes, n=120, **{"retrain.members": 1, "retrain.epochs": 3,
                                                           "retrain.tta": "flip"})  # fmt: skip

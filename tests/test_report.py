@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from pseudolabel.data import Problems
-from pseudolabel.report import FINAL_TITLE, RESORT_TITLE, RUN_SUMMARY, render, review_curve_section
+from pseudolabel.data.images import Problems
+from pseudolabel.report.render import FINAL_TITLE, RESORT_TITLE, RUN_SUMMARY, render, review_curve_section
 
 GOOD = {"source": "bench", "points": [{"answers": 50, "dev_acc": 0.959, "dev_eer": 0.039, "held_out_acc": 0.97},
                                       {"answers": 0, "dev_acc": 0.952, "dev_eer": 0.047, "held_out_acc": 0.952}]}

@@ -5,13 +5,13 @@ import os
 import numpy as np
 import pytest
 
-from pseudolabel import runstate, sort
-from pseudolabel.config import ResortConfig
-from pseudolabel.journal import DONE, FIELDS
-from pseudolabel.resort import movable_images, resort, resort_run
-from pseudolabel.review import ReviewState, review_work
-from pseudolabel.runstate import output_lock
-from pseudolabel.vote import binary_probs
+from pseudolabel.config.schema import ResortConfig
+from pseudolabel.core import runstate, sort
+from pseudolabel.core.runstate import output_lock
+from pseudolabel.core.vote import binary_probs
+from pseudolabel.review.journal import DONE, FIELDS
+from pseudolabel.review.state import ReviewState, review_work
+from pseudolabel.stages.resort import movable_images, resort, resort_run
 from tests.conftest import mark_issue, tree_digest
 
 U = -1
@@ -226,7 +226,7 @@ def test_resort_cli_keep_flagged(touched, monkeypatch, capsys, flags, folder):
     """`pseudolabel resort --keep-flagged` turns settling off; a fake final model (fixed scores,
     sure the flagged vote decision is closed) stands in for the exported one."""
     from pseudolabel import cli
-    from pseudolabel import resort as resort_module
+    from pseudolabel.stages import resort as resort_module
 
     run, journal, who = touched
     names = [r["image"] for r in rows_of(run)]
@@ -298,7 +298,7 @@ def test_resort_without_a_final_model_says_what_to_do(fake_run, tmp_path):
 def test_the_report_says_up_top_where_the_images_are_now(fake_run, tmp_path):
     """The report opens with the vote's folders; after each re-sort one line under that title gives
     the folders as they are now, replaced (not repeated) by the next re-sort."""
-    from pseudolabel.report import WHERE_TITLE
+    from pseudolabel.report.render import WHERE_TITLE
 
     scores = fixed_scores(fake_run)
     for s in (scores, np.full_like(scores, 0.5)):  # the second sends every machine-placed image to unclear/
@@ -313,7 +313,7 @@ def test_the_report_says_up_top_where_the_images_are_now(fake_run, tmp_path):
 def test_the_report_shows_the_new_queue(touched, per):
     """samples_unclear.png is drawn again from the re-sorted queue: the images it shows are the
     first ones the review page shows, in its order, past page decisions and hand moves."""
-    from pseudolabel.resort import queue_samples
+    from pseudolabel.stages.resort import queue_samples
 
     run, journal, _ = touched
     (run / "samples_unclear.png").write_bytes(b"the vote's queue")

@@ -9,16 +9,16 @@ import pytest
 import torch
 import yaml
 
-from pseudolabel import device, runstate
-from pseudolabel.config import load_config, to_dict, with_overrides
-from pseudolabel.metrics import roc_auc
-from pseudolabel.models import create_backbone
+from pseudolabel.config.schema import load_config, to_dict, with_overrides
+from pseudolabel.core import device, runstate
+from pseudolabel.core.metrics import roc_auc
+from pseudolabel.models.backbones import create_backbone
 from tests.conftest import ROOT, make_seed_run, tree_digest
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, eyes):
-    from pseudolabel.retrain import retrain
+    from pseudolabel.stages.retrain import retrain
 
     tmp = tmp_path_factory.mktemp("retrain")
     run, images, val, labels = make_seed_run(tmp, eyes)
@@ -130,7 +130,7 @@ def test_resort_cli_with_the_real_final_model(trained, tmp_path):
     import shutil
 
     from pseudolabel import EyeStateClassifier
-    from pseudolabel.review import ReviewState
+    from pseudolabel.review.state import ReviewState
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
@@ -161,7 +161,7 @@ def test_a_second_retrain_reuses_simclr_and_trains_the_same_model(trained, tmp_p
     import shutil
 
     from pseudolabel import EyeStateClassifier
-    from pseudolabel.retrain import CACHE, retrain
+    from pseudolabel.stages.retrain import CACHE, retrain
 
     run, images, _, _, metrics, _ = trained
     assert [m["pretrain_cached"] for m in metrics["members"]] == [False, False]
@@ -187,7 +187,7 @@ def test_predict_on_a_folder_and_without_a_model(trained, tmp_path):
 
 
 def test_retrain_refuses_existing_final_without_overwrite(trained):
-    from pseudolabel.retrain import retrain
+    from pseudolabel.stages.retrain import retrain
 
     run, *_ = trained
     with pytest.raises(ValueError, match="already exists.*--overwrite"):
@@ -210,7 +210,7 @@ def test_every_value_a_pipeline_file_sets_reaches_its_config(pipeline):
 
 def test_two_members_train_apart_and_export_as_one_model(tmp_path, eyes):
     """retrain.members = 2: two networks with their own seeds, one exported model that averages them."""
-    from pseudolabel.retrain import retrain
+    from pseudolabel.stages.retrain import retrain
 
     run, images, *_ = make_seed_run(tmp_path, eyes, n=200)
     cfg = with_overrides(load_config(run / "config.yaml"), seed=3, **{"retrain.members": 2, "retrain.epochs": 2,

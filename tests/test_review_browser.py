@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from pseudolabel.review import ReviewState
+from pseudolabel.review.state import ReviewState
 from tests.conftest import ROOT, make_color_run, mark_issue, page_token, post, serve_state, start_review_server
 
 SHOTS = ROOT / "build" / "screenshots"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pseudolabel.review import ReviewState
-from pseudolabel.review_server import LOG, make_server
+from pseudolabel.review.server import LOG, make_server
+from pseudolabel.review.state import ReviewState
 from tests.conftest import page_token, post, serve_state, start_review_server, tree_digest
 
 

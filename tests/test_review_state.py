@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from pseudolabel import runstate
-from pseudolabel.journal import FIELDS
-from pseudolabel.review import CRASH_ENV, Conflict, ReviewState
+from pseudolabel.core import runstate
+from pseudolabel.review.journal import FIELDS
+from pseudolabel.review.state import CRASH_ENV, Conflict, ReviewState
 from tests.conftest import ROOT, mark_issue, tree_digest
 
 
@@ -174,7 +174,7 @@ def test_journal_of_another_run_is_refused(fake_run, tmp_path):
 
 
 def test_default_journal_lives_in_the_run(fake_run):
-    from pseudolabel.review import journal_path_for
+    from pseudolabel.review.state import journal_path_for
 
     info = runstate.RunInfo.load(fake_run)
     runstate.RunInfo(info.id, info.classes, info.folders, info.models, runstate.JOURNAL).save(fake_run)

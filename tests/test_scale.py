@@ -9,14 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel import augment, device, fixmatch
-from pseudolabel.cache import decode_cached, decoder
-from pseudolabel.config import SeedTrainConfig
-from pseudolabel.data import Problems, list_images, load_image, load_pool
-from pseudolabel.fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
-from pseudolabel.models import create_backbone, fit_module
-from pseudolabel.pretrain import pretrain_simclr
-from pseudolabel.stream import CyclingBatches, InOrder, batches, loader
+from pseudolabel.config.schema import SeedTrainConfig
+from pseudolabel.core import device
+from pseudolabel.data import augment
+from pseudolabel.data.cache import decode_cached, decoder
+from pseudolabel.data.images import Problems, list_images, load_image
+from pseudolabel.data.pool import load_pool
+from pseudolabel.data.stream import CyclingBatches, InOrder, batches, loader
+from pseudolabel.models.backbones import create_backbone
+from pseudolabel.train import fixmatch
+from pseudolabel.train.fixmatch import FixMatchConfig, fit_fixmatch, predict_probs
+from pseudolabel.train.simclr import pretrain_simclr
+from pseudolabel.train.supervised import fit_module
 
 
 def tiny_set(n: int = 48, k: int = 3, seed: int = 0):
@@ -95,8 +99,8 @@ def test_resolve_refuses_a_device_with_one_line(name):
 def test_cpu_runs_fp32_and_exported_models_load_anywhere(tmp_path):
     d = device.resolve("cpu")
     assert d.amp_dtype is None and not d.scaler().is_enabled()
-    from pseudolabel.config import Config
-    from pseudolabel.predict import export_model
+    from pseudolabel.config.schema import Config
+    from pseudolabel.serve.predict import export_model
 
     cfg = Config(classes=("a", "b", "c"), channels=3, image_size=12)
     export_model(net(), cfg, tmp_path)
@@ -198,7 +202,7 @@ def test_pool_cache_keeps_the_problems_it_met(small_pool, tmp_path):
 
 @pytest.mark.parametrize("cached", [False, True])
 def test_decoding_in_worker_processes_equals_decoding_here(small_pool, tmp_path, monkeypatch, cached):
-    import pseudolabel.cache as cache_mod
+    import pseudolabel.data.cache as cache_mod
 
     (small_pool / "000050.jpg").write_bytes(b"not an image")
     shutil.copy2(small_pool / "000002.jpg", small_pool / "zz_copy.jpg")
@@ -226,7 +230,7 @@ class PidDecoder:
 
 @pytest.mark.parametrize("payoff,forks", [(1e9, False), (0.0, True)])
 def test_decoding_workers_start_only_when_the_files_would_take_long_here(tmp_path, monkeypatch, payoff, forks):
-    import pseudolabel.cache as cache_mod
+    import pseudolabel.data.cache as cache_mod
 
     monkeypatch.setattr(cache_mod, "PAYOFF_S", payoff)  # what the first chunk's timing is weighed against
     monkeypatch.setattr(cache_mod, "decode_workers", lambda n: 2)
@@ -260,8 +264,8 @@ def test_a_killed_cache_build_leaves_nothing_behind(small_pool, tmp_path):
 
 
 def test_predict_from_the_pool_cache_equals_a_direct_decode(small_pool, tmp_path):
-    from pseudolabel.config import Config
-    from pseudolabel.predict import Classifier, export_model
+    from pseudolabel.config.schema import Config
+    from pseudolabel.serve.predict import Classifier, export_model
 
     torch.manual_seed(0)
     export_model(create_backbone("tinycnn", num_classes=2, in_chans=1, image_size=24), Config(), tmp_path)
@@ -282,8 +286,8 @@ def test_onnx_backend_on_the_cpu_matches_torchscript(tmp_path, k, channels, hw):
     """``backend: auto`` scores with ONNX Runtime on the CPU; its probabilities are TorchScript's within 1e-5."""
     import dataclasses
 
-    from pseudolabel.config import Config
-    from pseudolabel.predict import Classifier, export_model
+    from pseudolabel.config.schema import Config
+    from pseudolabel.serve.predict import Classifier, export_model
 
     device.use("cpu")
     torch.manual_seed(0)
@@ -323,7 +327,7 @@ def _percent_format_rows(paths, labels, scores, probs) -> str:
 def test_predict_csv_rows_equal_a_percent_format(k, dtype, special):
     from pathlib import Path
 
-    from pseudolabel.predict import csv_rows
+    from pseudolabel.serve.predict import csv_rows
 
     rng = np.random.default_rng(k)
     probs = rng.random((3000, k)).astype(np.float32)

@@ -3,8 +3,8 @@ import errno
 import numpy as np
 import pytest
 
-from pseudolabel import sort
-from pseudolabel.vote import UNCLEAR, binary_probs, vote
+from pseudolabel.core import sort
+from pseudolabel.core.vote import UNCLEAR, binary_probs, vote
 from tests.conftest import tree_digest
 
 

@@ -6,12 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pseudolabel import study
-from pseudolabel.config import load_config, with_overrides
-from pseudolabel.data import Problems, load_pool
-from pseudolabel.models import create_backbone
-from pseudolabel.probe import fit_probe
-from pseudolabel.vae import Decoder, SigmoidNeuron, attach_latent, latent_layer, pretrain_vae, vae_loss
+from pseudolabel.config.schema import load_config, with_overrides
+from pseudolabel.data.images import Problems
+from pseudolabel.data.pool import load_pool
+from pseudolabel.models.backbones import create_backbone
+from pseudolabel.models.layers import SigmoidNeuron
+from pseudolabel.report import study
+from pseudolabel.train.probe import fit_probe
+from pseudolabel.train.vae import Decoder, attach_latent, latent_layer, pretrain_vae, vae_loss
 from tests.conftest import make_color_data, make_seed_run
 
 
@@ -136,7 +138,7 @@ def test_nearest_distance_equals_brute_force():
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory, eyes):
     """`retrain --pretrain vae --probe` on a real 200-crop run, few steps."""
-    from pseudolabel.retrain import retrain
+    from pseudolabel.stages.retrain import retrain
 
     tmp = tmp_path_factory.mktemp("probe")
     run, *_ = make_seed_run(tmp, eyes, n=200)
@@ -159,7 +161,7 @@ def test_retrain_with_vae_and_probe_writes_the_latent_study(probed):
 
 
 def test_bad_pretrain_values_are_refused(tmp_path):
-    from pseudolabel.config import Config
+    from pseudolabel.config.schema import Config
 
     with pytest.raises(ValueError, match="retrain pretrain must be one of"):
         with_overrides(Config(), **{"retrain.pretrain": "autoencoder"})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pseudolabel.vote import UNCLEAR, binary_probs, top_class, vote
+from pseudolabel.core.vote import UNCLEAR, binary_probs, top_class, vote
 
 # K = 3: (probs of A, probs of B, threshold, expected decision)
 K3 = [
@@ -107,7 +107,7 @@ CHANCE = [
 def test_chance_test_is_scipys_one_sided_binomial_tail(y, correct, k):
     from scipy.stats import binom
 
-    from pseudolabel.vote import chance_test
+    from pseudolabel.core.vote import chance_test
 
     c = chance_test(y, _scores_with(correct, y, k))
     base = np.bincount(y).max() / len(y)

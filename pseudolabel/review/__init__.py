@@ -1,0 +1,2 @@
+"""Reviewing ``unclear/``: the state and its actions (:mod:`.state`), the journal (:mod:`.journal`) and the
+loopback-only web page (:mod:`.server`)."""
