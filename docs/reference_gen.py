@@ -68,7 +68,8 @@ def _yaml(value) -> str:
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text for one table cell: no line break, no pipe, no angle bracket read as HTML."""
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def config_sections() -> list[tuple[str, type]]:
@@ -91,7 +92,7 @@ def config_markdown() -> str:
         rows = ["| key | type | default | what it does |", "|---|---|---|---|"]
         for f in dataclasses.fields(cls):
             value = getattr(inst, f.name)
-            kind = "section" if dataclasses.is_dataclass(value) else str(f.type)
+            kind = "section" if dataclasses.is_dataclass(value) else str(f.type).replace(" | ", " or ")
             rows.append(f"| `{f.name}` | `{_cell(kind)}` | `{_cell(_yaml(value))}` | "
                         f"{_cell(comments.get(cls.__name__, {}).get(f.name, ''))} |")  # fmt: skip
         parts.append(f"## {title}\n\n{doc}\n\n" + "\n".join(rows))

@@ -7,7 +7,7 @@ from benchmarks.review_curve import answer_all
 from pseudolabel.review.state import ReviewState
 from pseudolabel.stages.retrain import label_sources
 
-from .conftest import tree_digest
+from tests.conftest import tree_digest
 
 
 @pytest.mark.parametrize("pick", ["unclear", "same folder", "other folder", "a mix"])

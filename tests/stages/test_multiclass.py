@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from pseudolabel.core import runstate
 from tests.conftest import COLORS, ROOT, make_color_data, run_cli, tree_digest, write_color_pipeline
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 
 
 @pytest.fixture(scope="module")

@@ -285,5 +285,7 @@ def test_the_wheel_carries_the_page_and_the_command(tmp_path):
         names = set(z.namelist())
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "pseudolabel = pseudolabel.cli:main" in z.read(entry).decode()
-    assert "pseudolabel/static/review.html" in names and "pseudolabel/cli_tools.py" in names
+    assert "pseudolabel/static/review.html" in names and "pseudolabel/cli/tools.py" in names
+    for package in ("cli", "stages", "review", "engines", "serve", "train", "models", "report", "data", "config", "core"):
+        assert f"pseudolabel/{package}/__init__.py" in names, package
     assert not any(n.startswith(("tests/", "benchmarks/", "data/")) for n in names)

@@ -12,7 +12,7 @@ from pseudolabel.data.cache import decoder
 from pseudolabel.data.fastdecode import fast_decode, jpeg_header, png_header
 from pseudolabel.data.images import load_image
 
-CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10", "images")
+CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "cifar10", "images")
 
 
 def _saved(arr: np.ndarray, fmt: str, mode: str | None = None, **kw) -> bytes:

@@ -24,7 +24,7 @@ from pseudolabel.stages.run import score_pool
 from pseudolabel.train.fixmatch import FixMatchConfig, predict_probs
 from pseudolabel.train.seeds import TorchSeed
 
-from .conftest import copy_crops, make_color_data, make_seed_run
+from tests.conftest import copy_crops, make_color_data, make_seed_run
 
 
 @pytest.fixture(scope="module")
