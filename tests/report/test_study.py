@@ -148,7 +148,7 @@ def probed(tmp_path_factory, eyes):
 
 
 def test_retrain_with_vae_and_probe_writes_the_latent_study(probed):
-    from pseudolabel import report
+    from pseudolabel.report.render import _final_section
 
     run, m = probed
     assert m["pretrain"] == "vae" and m["probe"] is True
@@ -156,7 +156,7 @@ def test_retrain_with_vae_and_probe_writes_the_latent_study(probed):
     assert latent == m["latent"] and latent["n"] == 200 and latent["dims"] == 16 and latent["k"] == 2
     assert 0.5 <= latent["purity_seed"] <= 1 and latent["n_seed"] > 50
     assert (run / "final" / "latent.png").stat().st_size > 10_000
-    text = "\n".join(report._final_section(m))
+    text = "\n".join(_final_section(m))
     assert "### Latent space" in text and "final/latent.png" in text and "VAE" in text and "linear probe" in text
 
 

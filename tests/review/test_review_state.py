@@ -221,7 +221,7 @@ def test_legacy_journal_is_read_and_rewritten_with_our_columns(fake_run, tmp_pat
 
 def crash(fake_run, journal, step, code):
     """Run ``code`` on a ReviewState in a child process that the kill-point hook stops at ``step``."""
-    script = (f"from pseudolabel.review import ReviewState\nst = ReviewState({str(fake_run)!r}, {str(journal)!r})\n"
+    script = (f"from pseudolabel.review.state import ReviewState\nst = ReviewState({str(fake_run)!r}, {str(journal)!r})\n"
               f"{code}\nprint('survived')")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", script], env={**os.environ, CRASH_ENV: step}, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
