@@ -1,9 +1,11 @@
 """Checks of a :class:`config.Config` beyond types: allowed values and ranges, one ``ValueError``
-naming the key and the bad value each (``Config.__post_init__`` runs :func:`validate`)."""
+naming the key and the bad value each (``Config.__post_init__`` runs :func:`validate`).
+
+It takes the config objects it checks as arguments and imports nothing of ``schema`` (which calls it):
+the checks point down, to the allowed values in :mod:`pseudolabel.config.values`."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from pseudolabel.config.values import (
     HEADS,
@@ -18,9 +20,6 @@ from pseudolabel.config.values import (
 )
 from pseudolabel.core.names import run_folder_problem
 from pseudolabel.core.vote import check_threshold
-
-if TYPE_CHECKING:
-    from pseudolabel.config.schema import Config, RayConfig, RetrainConfig
 
 
 def _check_classes(classes: tuple[str, ...], folder_names: str) -> None:
@@ -62,7 +61,7 @@ def _check_numbers(section, where: str) -> None:
             raise ValueError(f"{key} must be in [0, 1), got {v!r}")
 
 
-def validate(cfg: Config) -> None:
+def validate(cfg) -> None:
     _check_numbers(cfg, "")
     _check_classes(cfg.classes, cfg.folder_names)
     check_threshold(cfg.threshold, len(cfg.models))
@@ -140,7 +139,7 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"fixmatch_monitor must be one of {MONITORS}, got {sub.fixmatch_monitor!r}")
 
 
-def check_engine(engine: str, rc: RayConfig) -> None:
+def check_engine(engine: str, rc) -> None:
     """ValueError naming the bad value of ``engine`` or of the ``ray`` section."""
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -152,7 +151,7 @@ def check_engine(engine: str, rc: RayConfig) -> None:
         raise ValueError(f"ray: worker_cpus > 0, read_cpus >= 0 and worker_gpus >= 0, got {rc!r}")
 
 
-def _validate_normalize(cfg: Config) -> None:
+def _validate_normalize(cfg) -> None:
     if cfg.normalize not in ("none", "pool", "given"):
         raise ValueError(f"normalize must be none, pool or given, got {cfg.normalize!r}")
     if cfg.normalize == "given":
@@ -164,7 +163,7 @@ def _validate_normalize(cfg: Config) -> None:
             raise ValueError(f"std must be positive, got {list(cfg.std)!r}")
 
 
-def _validate_retrain(r: RetrainConfig) -> None:
+def _validate_retrain(r) -> None:
     for key, allowed in (("threshold", ("fixed", "dynamic")), ("monitor", MONITORS),
                          ("unlabeled", ("pool", "unclear")), ("tta", TTA_MODES),
                          ("weak_shift", WEAK_SHIFTS), ("pretrain", PRETRAINS)):  # fmt: skip
