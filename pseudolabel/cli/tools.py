@@ -128,8 +128,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
         try:
             got = w.resolve(spec, fam, arch, model, fetch=False)
             print(f"{model:<24}{name:<44}{'yes':<6}{got.path.stat().st_size / 1e6:>8.1f}  {got.sha256}  {got.path}")
-        except ValueError as exc:
-            print(f"{model:<24}{name:<44}{'no':<6}{'':>8}  {str(exc).split('(looked in ')[-1].split(')')[0]}")
+        except w.NotHere as exc:
+            print(f"{model:<24}{name:<44}{'no':<6}{'':>8}  {'; '.join(exc.places)}")
     return 0
 
 

@@ -2,26 +2,12 @@
 from __future__ import annotations
 
 MONITORS = ("last", "loss", "accuracy")  # which FixMatch epoch is kept (see fixmatch.improved)
-
-
 TRAINS = ("finetune", "staged", "frozen")  # what a model section's train accepts
-
-
 HEADS = ("logreg", "knn")  # train: frozen's heads
-
-
 PRETRAINED_INPUT = 112  # input_size of pretrained networks when not set (docs/measurements.md: seconds per size)
-
-
 PRETRAINS = ("simclr", "vae", "none")  # what retrain.pretrain accepts
-
-
 TTA_MODES = ("none", "flip", "flip+shift")  # what retrain.tta accepts (see augment.tta_views)
-
-
 WEAK_SHIFTS = ("bilinear", "crop")  # the weak view's shift: sub-pixel resampling or whole-pixel pad-and-crop
-
-
 BACKBONE_HELP = "'tinycnn', 'yolov8-cls', 'resnet50' or any timm model name"  # what a backbone key accepts
 
 
@@ -37,8 +23,6 @@ def accept_per_class(rs, k: int) -> tuple[float, ...]:
 
 def input_px(size: int | None, pretrained: str | None) -> int:
     """An ``input_size`` setting as pixels: as set, else 32 from scratch and :data:`PRETRAINED_INPUT` with weights."""
-    from pseudolabel.config.values import is_none
-
     return int(size) if size is not None else (32 if is_none(pretrained) else PRETRAINED_INPUT)
 
 

@@ -138,6 +138,7 @@ class Scorer:
         """{"i", "path"} (local files, read here; a relative path from the driver's folder ``cwd``) or
         {"path", "bytes"} (read_binary_files) -> {"i" or "path", "error", "p0".."p{K-1}"}."""
         from pseudolabel.data.cache import read_file
+        from pseudolabel.data.images import one_line
 
         key = "i" if "i" in batch else "path"
         good, arrays, bad = [], [], []
@@ -147,7 +148,7 @@ class Scorer:
                 arrays.append(self.decode(str(path), data))
                 good.append(j)
             except Exception as exc:  # noqa: BLE001 -- any decoder fault: a bad file
-                bad.append((j, " ".join(f"{exc.__class__.__name__}: {exc}".split())))
+                bad.append((j, one_line(f"{exc.__class__.__name__}: {exc}")))
         probs = self.probs(np.stack(arrays)) if arrays else np.zeros((0, self.k), np.float32)
         probs = np.concatenate([probs.astype(np.float32), np.full((len(bad), self.k), np.nan, np.float32)])
         rows = good + [j for j, _ in bad]

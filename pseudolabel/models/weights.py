@@ -163,10 +163,18 @@ def reachable(host: str, port: int = 443, seconds: float = PROBE_SECONDS) -> boo
     return bool(ok and ok[0])
 
 
-def _missing(name: str, model: str, places: list[str], host: str, why: str) -> ValueError:
-    return ValueError(f"pretrained weights {name} for {model} are not here (looked in {'; '.join(places)}) and "
-                      f"{why}: run `pseudolabel weights fetch {name}` where there is network and copy "
-                      f"{places[0]} to this machine, or set pretrained: none")  # fmt: skip
+class NotHere(ValueError):
+    """Weights neither cached nor reachable: one line saying what to do; ``places`` where they were looked for."""
+
+    def __init__(self, message: str, places: list[str]):
+        super().__init__(message)
+        self.places = places
+
+
+def _missing(name: str, model: str, places: list[str], host: str, why: str) -> NotHere:
+    return NotHere(f"pretrained weights {name} for {model} are not here (looked in {'; '.join(places)}) and "
+                   f"{why}: run `pseudolabel weights fetch {name}` where there is network and copy "
+                   f"{places[0]} to this machine, or set pretrained: none", places)  # fmt: skip
 
 
 def _timm(spec: str, arch: str, model: str, fetch: bool) -> Weights:

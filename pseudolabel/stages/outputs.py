@@ -57,11 +57,10 @@ def _summary(cfg: Config, seeds: Seeds, res: RunResult) -> dict:
 
 def weights_lines(cfg: Config) -> dict[str, str]:
     """{model: one line on the weights it started from} for every model `run` builds."""
-    from pseudolabel.models.weights import pipeline_models, resolve
+    from pseudolabel.models.weights import resolve_all
 
-    built = {m: resolve(spec, fam, arch, m) for m, _, spec, fam, arch in pipeline_models(cfg, "run")}
     lines = {m: "from scratch" for m in cfg.models}
-    lines.update({m: f"{w.name} ({w.source}, sha256 {w.sha256[:12]}…)" for m, w in built.items()})
+    lines.update({m: f"{w.name} ({w.source}, sha256 {w.sha256[:12]}…)" for m, w in resolve_all(cfg, "run").items()})
     return lines
 
 
@@ -77,9 +76,9 @@ def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: Run
     (run_dir / "predictions.csv").write_text(runstate.predictions_text(rows))
     for name, probs in res.scores.items():
         runstate.save_scores(run_dir, name, probs)
-    from pseudolabel.models.weights import pipeline_models, resolve
+    from pseudolabel.models.weights import resolve_all
 
-    weights = {m: resolve(spec, fam, arch, m).record() for m, _, spec, fam, arch in pipeline_models(cfg, "run")}
+    weights = {m: w.record() for m, w in resolve_all(cfg, "run").items()}  # resolved before the run: remembered
     runstate.RunInfo.new(cfg, weights).save(run_dir)
     with open(run_dir / "split.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -319,11 +319,11 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         probs = predict_probs(module, data.x_val).numpy().astype(np.float64)
         metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
         from pseudolabel.config.values import is_none
-        from pseudolabel.models.weights import pipeline_models, resolve
+        from pseudolabel.models.weights import resolve_all
 
-        weights = {m: resolve(spec, fam, arch, m).record() for m, _, spec, fam, arch in pipeline_models(cfg, "retrain")}
+        final = resolve_all(cfg, "retrain").get("final model")  # resolved before training: remembered
         metrics.update(backbone=rc.backbone, tta=rc.tta, train=rc.train, finetune=rc.train,
-                       weights=weights.get("final model"),
+                       weights=final.record() if final else None,
                        pretrain=rc.pretrain if rc.pretrain_epochs and is_none(rc.pretrained) else "none",
                        probe=rc.probe, parameters=sum(p.numel() for p in module.parameters()),
                        train_seconds=round(sum(m["train_seconds"] for m in members), 1),

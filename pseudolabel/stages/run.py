@@ -100,7 +100,7 @@ def train_seed_models(cfg: Config, pool: Pool, seeds: Seeds, progress: bool, sec
 def score_pool(cfg: Config, model: SeedModel, pool: Pool) -> np.ndarray:
     """(N, K) probabilities of ``model`` for the pool: in this process from the decoded pool, or with
     ``engine: ray`` on Ray Data actors reading the pool's files (they decoded here, so none may fail)."""
-    if cfg.engine != "ray" or not hasattr(model, "module") or getattr(model, "encoder", None) is not None:
+    if cfg.engine != "ray" or hasattr(model, "encoder"):
         return model.predict_proba(pool.images)  # a frozen model's head is scikit-learn's: scored here
     from pseudolabel.engines import ray as ray_engine
 
