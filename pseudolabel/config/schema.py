@@ -37,6 +37,12 @@ class SeedTrainConfig:
     input_size: int | None = None  # the shorter side is resized to at least this many pixels; None: 32 from scratch,
     # PRETRAINED_INPUT (112) with pretrained weights
     tta: bool = True  # average the prediction over the image and its horizontal flip
+    encoder_output: str = ""  # pretrained: an .onnx/.tflite encoder file: the tensor to embed with ("" = its output;
+    # e.g. MobileNet V2's 1280-value layer before its classifier)
+    encoder_layout: str = "auto"  # encoder file: its input layout, NHWC or NCHW ("auto": read from its input shape)
+    encoder_mean: tuple[float, ...] | None = None  # encoder file with float inputs: per-channel mean of [0, 1]
+    # pixels (None: ImageNet's); uint8 inputs take raw pixels
+    encoder_std: tuple[float, ...] | None = None  # encoder file with float inputs: per-channel std (None: ImageNet's)
     fixmatch_epochs: int = 0  # after supervised training: FixMatch epochs (0 = off)
     fixmatch_epoch_steps: int = 32  # optimiser steps per FixMatch epoch, unlabeled batches drawn at random from the pool
     fixmatch_lr: float = 0.01  # FixMatch SGD learning rate (cosine-decayed)

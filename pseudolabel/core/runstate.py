@@ -78,9 +78,7 @@ class RunInfo:
         """From ``run.json``, or from ``config.yaml`` for runs made before it existed."""
         path = Path(run_dir) / RUN_JSON
         if path.is_file():
-            d = json.loads(path.read_text())
-            return cls(d["id"], tuple(d["classes"]), tuple(d["folders"]), tuple(d["models"]), d.get("journal", ""),
-                       d.get("weights"))
+            return cls._parse(path)
         import yaml
 
         cfg_path = Path(run_dir) / "config.yaml"
@@ -89,6 +87,29 @@ class RunInfo:
         folders = classes if cfg.get("folder_names") == "name" else tuple(str(k) for k in range(len(classes)))
         models = tuple(cfg.get("models") or ("yolov8-cls", "resnet50"))
         return cls("", classes, folders, models)
+
+    @classmethod
+    def _parse(cls, path: Path) -> RunInfo:
+        """run.json, checked: a damaged record is a ValueError naming the file and what is wrong."""
+        try:
+            d = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: damaged, not valid JSON ({str(exc)[:80]}); this run's record cannot be "
+                             "read: run it again into a new --out") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: damaged, not a JSON object")
+        lists = {"classes": 2, "folders": 2, "models": 1}  # key: fewest items
+        for key in ("id", *lists):
+            if key not in d:
+                raise ValueError(f"{path}: damaged, the key {key!r} is missing; run it again into a new --out")
+        bad = [k for k, n in lists.items() if not (isinstance(d[k], list) and len(d[k]) >= n
+                                                    and all(isinstance(x, str) and x for x in d[k]))]  # fmt: skip
+        if not isinstance(d["id"], str) or bad or len(d["classes"]) != len(d["folders"]):
+            raise ValueError(f"{path}: damaged, {bad[0] if bad else 'id'} is not what a run records")
+        journal, weights = d.get("journal", ""), d.get("weights")
+        if not isinstance(journal, str) or not (weights is None or isinstance(weights, dict)):
+            raise ValueError(f"{path}: damaged, journal or weights is not what a run records")
+        return cls(d["id"], tuple(d["classes"]), tuple(d["folders"]), tuple(d["models"]), journal, weights)
 
     def save(self, run_dir: Path) -> None:
         write_atomic(Path(run_dir) / RUN_JSON, json.dumps(asdict(self), indent=2))
@@ -100,8 +121,43 @@ class RunInfo:
 def read_predictions(run_dir: Path) -> list[dict]:
     """The rows of ``run_dir``/predictions.csv, one dict per pool image, in file order, with the
     fields :data:`FIELDS` (score columns of older runs are left out: :func:`load_scores` reads them)."""
-    with open(Path(run_dir) / "predictions.csv", newline="") as f:
-        return [{k: r.get(k) or "" for k in FIELDS} for r in csv.DictReader(f)]
+    path = Path(run_dir) / "predictions.csv"
+    try:
+        text = path.read_text()
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        raw = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise damaged(path, f"not readable ({exc.__class__.__name__})") from None
+    if "image" not in header or "decision" not in header:
+        raise damaged(path, "its header has no image and decision columns")
+    if text and not text.endswith("\n"):
+        raise damaged(path, f"its last row (row {len(raw)}) is cut short")
+    for i, r in enumerate(raw, 1):
+        if None in r or any(r.get(k) is None for k in header) or not r["image"] or not r["decision"]:
+            raise damaged(path, f"row {i} does not have its {len(header)} fields")
+    rows = [{k: r.get(k) or "" for k in FIELDS} for r in raw]
+    expected = _scored_rows(Path(run_dir))
+    if expected is not None and expected[1] != len(rows):
+        raise damaged(path, f"it has {len(rows)} rows, but {expected[0]} has {expected[1]}")
+    return rows
+
+
+def damaged(path: Path, why: str) -> ValueError:
+    """The one-line error of a run file that cannot be trusted: never read as a smaller truth."""
+    return ValueError(f"{path}: damaged, {why}; this run's record cannot be trusted: restore the file or run "
+                      "again into a new --out")
+
+
+def _scored_rows(run_dir: Path) -> tuple[str, int] | None:
+    """(the first score file, its number of rows): how many images the run scored, or None."""
+    d = run_dir / SCORES
+    for f in sorted(x for x in d.glob("*.npy") if not x.name.startswith(".")) if d.is_dir() else ():
+        try:
+            return f"{SCORES}/{f.name}", int(np.load(f, mmap_mode="r").shape[0])
+        except (ValueError, OSError, EOFError, IndexError) as exc:
+            raise damaged(f, f"not a readable score array ({exc.__class__.__name__})") from None
+    return None
 
 
 def predictions_text(rows: list[dict]) -> str:
@@ -151,7 +207,10 @@ def load_scores(run_dir: Path, model: str) -> np.ndarray:
     kept P(class 1) as a predictions.csv column; that is read as [1 - p, p]."""
     path = Path(run_dir) / SCORES / f"{model}.npy"
     if path.is_file():
-        return np.load(path).astype(np.float64)
+        try:
+            return np.load(path).astype(np.float64)
+        except (ValueError, OSError, EOFError) as exc:
+            raise damaged(path, f"not a readable score array ({exc.__class__.__name__})") from None
     with open(Path(run_dir) / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     if rows and model in rows[0]:
@@ -268,25 +327,106 @@ def write_manifest(folder: Path) -> None:
     os.replace(tmp, folder / "manifest.json")
 
 
-def prepare_output(out: Path) -> Path:
-    """A fresh hidden folder next to ``out`` to build the run in."""
+MARKER = ".pseudolabel"  # in every folder pseudolabel builds (a run, its final/, their partial folders)
+
+
+def mark(folder: Path, kind: str) -> None:
+    """Put our marker into ``folder`` (created exclusively): the proof that we made it and may replace it."""
+    fd = os.open(Path(folder) / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"made_by": "pseudolabel", "kind": kind}) + "\n")
+
+
+def is_ours(folder: Path) -> bool:
+    """Whether pseudolabel made ``folder``: it holds our marker, or (made before the marker) the files a
+    finished run or final model holds: manifest.json with run.json and predictions.csv, or with model.ts
+    and preprocess.json."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    return holds_ours(set(os.listdir(folder)))
+
+
+def holds_ours(names: set[str]) -> bool:
+    """Whether a folder holding the files ``names`` is one pseudolabel made (see :func:`is_ours`)."""
+    return MARKER in names or "manifest.json" in names and (
+        {RUN_JSON, "predictions.csv"} <= names or {"model.ts", "preprocess.json"} <= names)
+
+
+def _empty_dir(folder: Path) -> bool:
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    with os.scandir(folder) as it:
+        return next(it, None) is None
+
+
+def check_replaceable(folder: Path, flag: str = "--overwrite") -> None:
+    """Refuse to replace ``folder`` unless it is missing, empty, or a folder pseudolabel made (:func:`is_ours`):
+    a ValueError of one line naming it, before anything is touched."""
+    folder = Path(folder)
+    if not os.path.lexists(folder) or _empty_dir(folder) or is_ours(folder):
+        return
+    what = "a file" if not folder.is_dir() or folder.is_symlink() else "a folder pseudolabel did not make"
+    raise ValueError(f"{folder} is {what}; {flag} replaces only a run (or final model) made by pseudolabel, or an "
+                     "empty folder: nothing was touched, choose another --out")
+
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def write_error(exc: BaseException, where: Path) -> OSError | None:
+    """The write failure ``exc`` as an OSError that names a path (``where`` when it named none): torch's own
+    writers fail with a RuntimeError ("file write failed", "enforce fail at inline_container.cc") on a full
+    disk or past a file-size limit. None for any other exception."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return exc if exc.filename else OSError(exc.errno, exc.strerror, str(where))
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("inline_container" in text or "write failed" in text.lower()):
+        full = shutil.disk_usage(Path(where).parent).free < (1 << 20)
+        return OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full else
+                       "the file could not be written (a full disk or a file-size limit)", str(where))
+    return None
+
+
+def check_apart(out: Path, images: Path, flag: str) -> None:
+    """Refuse an output folder that is the images folder, lies inside it or holds it (through links too)."""
+    o, i = Path(os.path.realpath(out)), Path(os.path.realpath(images))
+    if o == i or i in o.parents:
+        raise ValueError(f"{flag} {out} is {'the' if o == i else 'inside the'} images folder {images}; a run never "
+                         "writes among your images: choose a folder outside it")
+    if o in i.parents:
+        raise ValueError(f"{flag} {out} holds the images folder {images}; choose a folder outside it")
+
+
+def remove_ours(folder: Path) -> None:
+    """Remove ``folder`` if it is empty or ours (:func:`is_ours`); anything else is refused."""
+    folder = Path(folder)
+    if not os.path.lexists(folder):
+        return
+    check_replaceable(folder, "pseudolabel")
+    shutil.rmtree(folder)
+
+
+def prepare_output(out: Path, kind: str = "run") -> Path:
+    """A fresh hidden folder next to ``out`` to build the run (or ``kind``) in, with our marker. One left
+    over from an interrupted run of ours is removed; a folder of that name that is not ours is refused."""
     partial = out.parent / f".{out.name}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)  # left over from an interrupted run of ours
+    remove_ours(partial)
     partial.mkdir(parents=True)
+    mark(partial, kind)
     return partial
 
 
 def publish(partial: Path, out: Path) -> None:
-    """Swap the finished partial folder into place (the old run, if any, is removed last)."""
+    """Swap the finished partial folder into place. The old ``out``, if any (empty, or ours: see
+    :func:`check_replaceable`), is removed last, once the new one is in place."""
     old = out.parent / f".{out.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
+    remove_ours(old)
+    if os.path.lexists(out):
+        check_replaceable(out)
         out.rename(old)
     partial.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
+    remove_ours(old)
 
 
 @contextlib.contextmanager

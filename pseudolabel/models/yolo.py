@@ -33,13 +33,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-_CONFIG_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pseudolabel" / "ultralytics"
+from pseudolabel.core.home import cache_root, contain_matplotlib
+
+_CONFIG_DIR = cache_root() / "ultralytics"
 
 
-def _import_ultralytics() -> None:
+def _environment() -> None:
+    """What ultralytics reads when it is first imported: offline, our config dir (never the user's
+    ``~/.config/Ultralytics``), quiet, and matplotlib's files in our cache."""
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_CONFIG_DIR"] = str(_CONFIG_DIR)
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    contain_matplotlib()
+
+
+_environment()  # at this module's import: no path through it can import ultralytics before
+
+
+def _import_ultralytics() -> None:
+    _environment()
     _CONFIG_DIR.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
@@ -82,9 +94,34 @@ def download(name: str) -> Path:
     target = weights_dirs()[0] / name
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return Path(attempt_download_asset(target))
+        got = Path(attempt_download_asset(target))
     except Exception as exc:  # noqa: BLE001 -- its helper raises ConnectionError and others: one line
         raise ValueError(f"cannot download {name} ({' '.join(str(exc).split())[:200]})") from None
+    load_cls_checkpoint(got)  # a safe checkpoint, or refused now
+    from pseudolabel.models.safeload import sha256_of
+
+    sidecar = got.with_name(got.name + ".sha256")
+    if not sidecar.exists():
+        sidecar.write_text(sha256_of(got) + "\n")  # what later loads are checked against
+    return got
+
+
+def checked(path: Path) -> str:
+    """The sha256 of a checkpoint in a weights folder, checked against the ``.sha256`` beside it that
+    :func:`download` wrote when it fetched the file (ultralytics publishes no checksums to check it at
+    the source). A file that changed since is refused."""
+    from pseudolabel.models.safeload import BadWeights, sha256_of
+
+    digest = sha256_of(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    try:
+        pinned = sidecar.read_text().split()[0] if sidecar.is_file() else None
+    except (OSError, IndexError, UnicodeDecodeError):
+        pinned = None
+    if pinned is not None and pinned != digest:
+        raise BadWeights(f"{path}: its sha256 is {digest[:12]}..., not the {pinned[:12]}... it had when it was "
+                         "fetched (damaged or replaced); delete it and run `pseudolabel weights fetch` again")
+    return digest
 
 
 def yolo_imgsz(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -120,19 +157,45 @@ def build_yolo_cls(variant: str, channels: int, image_size: int | tuple[int, int
     return YoloCls(net, yolo_imgsz(image_size))
 
 
+# What an ultralytics classification checkpoint may hold, in one place: its modules' classes (nn.Module
+# subclasses under these packages) and these plain data types. Nothing else is ever built from a file.
+CHECKPOINT_MODULES = ("ultralytics.nn.", "torch.nn.modules.")
+CHECKPOINT_DATA = ("collections.OrderedDict", "builtins.set", "ultralytics.utils.IterableSimpleNamespace",
+                   "types.SimpleNamespace", "numpy.dtype", "numpy.core.multiarray.scalar",
+                   "numpy._core.multiarray.scalar", "numpy.dtypes.Float64DType", "numpy.dtypes.Float32DType")
+
+
+def checkpoint_class(name: str):
+    """The class a checkpoint global ``module.Name`` stands for, if such a checkpoint may hold it, else None.
+    Only modules of ultralytics' and torch's own packages are imported to find out."""
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    is_module = module.startswith(CHECKPOINT_MODULES)
+    if not (is_module or name in CHECKPOINT_DATA):
+        return None
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    if is_module and not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        return None
+    return obj
+
+
 def load_cls_checkpoint(path: Path) -> nn.Module:
-    """The ClassificationModel in an ultralytics checkpoint (its ``model``, or ``ema``), in float32. A
-    checkpoint that is not a YOLO classifier is a ValueError naming the file."""
-    _import_ultralytics()
+    """The ClassificationModel in an ultralytics checkpoint (its ``model``, or ``ema``), in float32, read
+    with ``weights_only=True`` and only the classes :func:`checkpoint_class` allows: a file that names
+    anything else is refused before anything is built (a BadWeights naming it), so no code runs."""
+    from pseudolabel.models.safeload import BadWeights, checkpoint
+
+    _import_ultralytics()  # before the file's classes are imported: our settings, never the user's
     from ultralytics.nn.tasks import ClassificationModel
 
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 -- any unpickling fault is a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
+    ckpt = checkpoint(Path(path), checkpoint_class)
     net = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
     if not isinstance(net, ClassificationModel):
-        raise ValueError(f"{path}: not an ultralytics classification checkpoint (it holds {type(net).__name__})")
+        raise BadWeights(f"{path}: not an ultralytics classification checkpoint (it holds {type(net).__name__})")
     return net.float()
 
 
@@ -152,9 +215,9 @@ def adapt_first_conv(net: nn.Module, channels: int) -> None:
 def pretrained_yolo_cls(path: Path, channels: int, image_size: int | tuple[int, int], num_classes: int) -> YoloCls:
     """YOLOv8-cls from an ultralytics checkpoint: head rebuilt for ``num_classes`` (``reshape_outputs``),
     first layer adapted to ``channels``, inputs resized to ``image_size`` rounded up to 32."""
+    net = load_cls_checkpoint(Path(path))  # sets ultralytics' environment before its first import
     from ultralytics.nn.tasks import ClassificationModel
 
-    net = load_cls_checkpoint(Path(path))
     ClassificationModel.reshape_outputs(net, num_classes)
     adapt_first_conv(net, channels)
     for p in net.parameters():

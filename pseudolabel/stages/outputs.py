@@ -66,16 +66,17 @@ def weights_lines(cfg: Config) -> dict[str, str]:
 
 def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: RunResult, problems: Problems) -> None:
     """Folders, predictions.csv, scores/, run.json, metrics.json, split.csv, config.yaml and the pictures."""
+    keep = changed_images(pool, res, problems)
     placements = sort.plan(pool.names, res.decision, res.votes.rank, cfg.folders)
-    sort.materialize(placements, pool.root, run_dir, cfg.folders)
+    sort.materialize([p for p, k in zip(placements, keep) if k], pool.root, run_dir, cfg.folders)
     source = {n: runstate.SEED_TRAIN for n in seeds.train} | {n: runstate.SEED_VAL for n in seeds.val}
     rows = [{"image": p.image, "file": f"{p.folder}/{p.file}", "decision": p.folder,
              "queue_rank": int(res.votes.rank[i]) if p.folder == runstate.UNCLEAR else "",
              "source": source.get(p.image, runstate.VOTE), "issue": res.issues.get(p.image, "")}
-            for i, p in enumerate(placements)]  # fmt: skip
+            for i, p in enumerate(placements) if keep[i]]  # fmt: skip
     (run_dir / "predictions.csv").write_text(runstate.predictions_text(rows))
     for name, probs in res.scores.items():
-        runstate.save_scores(run_dir, name, probs)
+        runstate.save_scores(run_dir, name, probs[keep])
     from pseudolabel.models.weights import resolve_all
 
     weights = {m: w.record() for m, w in resolve_all(cfg, "run").items()}  # resolved before the run: remembered
@@ -88,6 +89,25 @@ def write_outputs(cfg: Config, run_dir: Path, pool: Pool, seeds: Seeds, res: Run
     (run_dir / "metrics.json").write_text(json.dumps(res.metrics, indent=2))
     dump_config(cfg, run_dir / "config.yaml")
     _pictures(cfg, run_dir, pool, res)
+
+
+def changed_images(pool: Pool, res: RunResult, problems: Problems) -> np.ndarray:
+    """Images whose file changed while the run trained go to unclear/ (their scores are of the image that was
+    read); images whose file is gone are left out of the run. One warning each. Returns the (N,) rows kept."""
+    from pseudolabel.data.images import shown
+
+    moved, gone = pool.changed()
+    keep = np.ones(len(pool.names), bool)
+    for i in moved:
+        res.decision[i] = UNCLEAR
+        problems.add(f"{shown(pool.root / pool.names[i])}: changed while the run trained; put in unclear/ (its "
+                     "scores are of the image as it was read)")
+    for i in gone:
+        keep[i] = False
+        res.decision[i] = UNCLEAR
+        problems.add(f"{shown(pool.root / pool.names[i])}: gone from the images folder while the run trained; left "
+                     "out of the run")
+    return keep
 
 
 def _pictures(cfg: Config, run_dir: Path, pool: Pool, res: RunResult, per_folder: int = 48) -> None:

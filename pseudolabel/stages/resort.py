@@ -99,6 +99,9 @@ def score_run(run_dir: Path, state: ReviewState, rows: list[dict], where: dict[s
     from pseudolabel.serve.predict import Classifier
 
     clf = Classifier.load(model or run_dir)
+    if list(clf.classes) != list(state.info.classes):
+        raise ValueError(f"{model or run_dir}: the model's classes ({', '.join(clf.classes)}) are not this run's "
+                         f"({', '.join(state.info.classes)}); resort needs a model of the run's own classes")
     missing = [r["image"] for r in rows if r["image"] not in where]
     if missing:
         raise ValueError(f"{run_dir}: {len(missing)} image(s) missing from the run folders, e.g. {missing[0]}; "

@@ -15,6 +15,7 @@ import copy
 import csv
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -304,13 +305,12 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
 
     t0 = time.perf_counter()
     out = run_dir / "final"
-    if out.exists() and not overwrite:
+    if os.path.lexists(out) and not overwrite:
         raise ValueError(f"{out} already exists; use --overwrite to replace it")
+    runstate.check_replaceable(out)
     problems = Problems()
     data = gather(cfg, run_dir, Path(journal) if journal else journal_path_for(run_dir), problems)
-    partial = run_dir / ".final.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    partial = runstate.prepare_output(out, "final")
     try:
         rc = cfg.retrain
         pretrained: list = []  # the first member right after pretraining (the latent study looks at it)
@@ -338,8 +338,11 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_manifest(partial)
         publish(partial, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        failed = runstate.write_error(exc, out)
+        if failed is not None:
+            raise failed from None
         raise
     if metrics.get("weights") and (run_dir / runstate.RUN_JSON).is_file():  # run.json keeps every model's weights
         import dataclasses

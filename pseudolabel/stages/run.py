@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -121,11 +122,15 @@ def final_decisions(pool: Pool, seeds: Seeds, votes: Votes) -> np.ndarray:
     return decision
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an existing run folder unless ``overwrite`` (before any work is done)."""
-    if out.exists() and not overwrite:
+def check_output(out: Path, overwrite: bool, images: Path | None = None) -> None:
+    """Refuse, before any work is done: an ``out`` that is, lies inside or holds the images folder; an
+    existing one unless ``overwrite``, and then only a run pseudolabel made or an empty folder."""
+    if images is not None:
+        runstate.check_apart(out, Path(images), "--out")
+    if os.path.lexists(out) and not overwrite:
         raise ValueError(f"run folder {out} already exists; use --overwrite to replace it")
-    if out.exists():
+    runstate.check_replaceable(out)
+    if runstate.is_ours(out):
         from pseudolabel.review.state import review_work
 
         page, hand = review_work(out)
@@ -141,13 +146,14 @@ def run_pipeline(cfg: Config, out: Path, overwrite: bool = False, progress: bool
     from pseudolabel.models.weights import resolve_all
 
     resolve_all(cfg, "run")
+    check_output(Path(out), overwrite, Path(cfg.images))  # before the lock file is made beside it
     with output_lock(Path(out)):
         return _run_locked(cfg, Path(out), overwrite, progress)
 
 
 def _run_locked(cfg: Config, out: Path, overwrite: bool, progress: bool) -> RunResult:
     t0 = time.perf_counter()
-    check_output(out, overwrite)
+    check_output(out, overwrite, Path(cfg.images))
     problems = Problems()
     cfg, pool, seeds = load_inputs(cfg, problems, progress)
     seconds: dict[str, float] = {"load": time.perf_counter() - t0}

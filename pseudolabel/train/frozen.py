@@ -69,11 +69,17 @@ class Encoder:
                 pass
         emb = self._run(images)
         if path is not None:
+            from pseudolabel.core.home import clean_stale
+
             path.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(path.parent)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, emb)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as f:
+                    np.save(f, emb)
+                os.replace(tmp, path)
+            except OSError:  # a full disk: the cache is only a cache
+                tmp.unlink(missing_ok=True)
         return emb
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -45,12 +45,20 @@ def cache_key(x_pool: np.ndarray, settings: dict) -> str:
     return h.hexdigest()[:24]
 
 
+def safetensors_error() -> type:
+    from safetensors import SafetensorError
+
+    return SafetensorError
+
+
 def pretrain_cached(module: nn.Module, x_pool: np.ndarray, *, cache: Path | None, settings: dict,
                     method: str = "simclr", **kwargs) -> tuple[list[dict], bool]:
     """:func:`pretrain_simclr` (or, with ``method="vae"``, :func:`vae.pretrain_vae`; ``kwargs`` go to
     it), unless ``cache`` already holds the weights the same call made before: then those are
     loaded. ``module`` must be freshly built from ``settings``. Returns (the pretraining's history,
     [] when loaded; whether the weights came from the cache)."""
+    from safetensors.torch import load_model, save_model
+
     from pseudolabel.train.vae import pretrain_vae
 
     methods = {"simclr": pretrain_simclr, "vae": pretrain_vae}
@@ -60,16 +68,21 @@ def pretrain_cached(module: nn.Module, x_pool: np.ndarray, *, cache: Path | None
     if cache is None:
         return train(module, x_pool, **kwargs), False
     run_args = {k: v for k, v in kwargs.items() if k != "progress"}
-    path = Path(cache) / f"{method}-{cache_key(x_pool, {**settings, **run_args})}.pt"
+    path = Path(cache) / f"{method}-{cache_key(x_pool, {**settings, **run_args})}.safetensors"
     if path.is_file():
         try:
-            module.load_state_dict(torch.load(path, weights_only=True))
+            load_model(module, str(path))
             return [], True
         except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file: train again and replace it
             print(f"{path}: cannot load cached {NAMES[method]} weights ({exc}); pretraining again", file=sys.stderr)
     history = train(module, x_pool, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(module.state_dict(), tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_model(module, str(tmp))  # safetensors: weights we write are never a pickle
+        os.replace(tmp, path)
+    except (OSError, RuntimeError, safetensors_error()) as exc:  # a full disk: the cache is only a cache
+        tmp.unlink(missing_ok=True)
+        print(f"{path}: cannot keep the {NAMES[method]} weights in the cache ({exc.__class__.__name__})",
+              file=sys.stderr)
     return history, False

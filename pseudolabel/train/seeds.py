@@ -45,9 +45,19 @@ def create_seed_model(name: str, cfg: Config, progress: bool = True) -> SeedMode
         raise ValueError(f"unknown seed model {name!r}; choose from {', '.join(SEED_MODELS)}")
     torch.manual_seed(cfg.seed)
     tc = cfg.section(name)
+    from pseudolabel.models.encoders import is_encoder_file
+
+    encoder = None
+    if is_encoder_file(tc.pretrained):
+        if tc.train != "frozen":
+            raise ValueError(f"{name}: pretrained {tc.pretrained} is an encoder file, which only embeds: set its "
+                             "train: frozen (or --train frozen)")  # fmt: skip
+        encoder = {"output": tc.encoder_output, "layout": tc.encoder_layout, "mean": tc.encoder_mean,
+                   "std": tc.encoder_std}  # fmt: skip
     module = create_backbone(name, num_classes=cfg.num_classes, in_chans=cfg.channels, image_size=cfg.hw,
                              input_size=tc.input_size, variant=tc.variant, stem=tc.stem, pretrained=tc.pretrained,
-                             norm=norm_stats(cfg), arch=tc.arch if name == "resnet50" else None)  # fmt: skip
+                             norm=norm_stats(cfg), arch=tc.arch if name == "resnet50" else None,
+                             encoder=encoder)  # fmt: skip
     if tc.train == "frozen":
         from pseudolabel.train.frozen import FrozenSeed
 

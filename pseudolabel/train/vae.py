@@ -76,6 +76,8 @@ def attach_latent(module: nn.Module, latent: int) -> nn.Module:
     dev = old.weight.device
     setattr(parent, name, Latent(nn.Linear(old.in_features, latent, device=dev),
                                  nn.Linear(latent, old.out_features, device=dev)))  # fmt: skip
+    if isinstance(getattr(module, "recipe", None), dict):  # how to build it anew (the Ray engine does)
+        module.recipe = {**module.recipe, "latent": latent}
     return module
 
 
