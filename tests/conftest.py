@@ -174,6 +174,7 @@ def make_seed_run(tmp, eyes, n=300, **overrides):
     for m in cfg.models:
         runstate.save_scores(run, m, np.full((len(names), 2), 0.5))
     runstate.RunInfo.new(cfg).save(run)
+    runstate.mark(run, "run")  # as `pseudolabel run` marks the folders it makes
     dump_config(cfg, run / "config.yaml")
     write_summary(run, decision, cfg.folders)
     return run, images, val, labels

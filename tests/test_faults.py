@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pseudolabel.core import runstate
+
 from pseudolabel.review.state import ReviewState, journal_path_for
 from tests.conftest import make_seed_run, run_cli, tree_digest, write_pipeline
 
@@ -133,6 +135,7 @@ def test_sigkill_mid_retrain_then_retrain_again(seed_run):
 def test_sigint_mid_retrain_keeps_the_previous_final_model(seed_run):
     tmp, run, _ = seed_run
     (run / "final").mkdir()
+    runstate.mark(run / "final", "final")  # a final model retrain made (its marker)
     (run / "final" / "model.onnx").write_bytes(b"previous model")
     proc = start(*retrain_args(run, tmp), "--overwrite", "--epochs", "500", cwd=tmp)  # still training when signalled
     wait_for(run / ".final.partial" / "log.csv", proc, timeout=300)

@@ -165,7 +165,7 @@ def test_a_second_retrain_reuses_simclr_and_trains_the_same_model(trained, tmp_p
 
     run, images, _, _, metrics, _ = trained
     assert [m["pretrain_cached"] for m in metrics["members"]] == [False, False]
-    assert len(list((run / CACHE).glob("simclr-*.pt"))) == 2  # one per member
+    assert len(list((run / CACHE).glob("simclr-*.safetensors"))) == 2  # one per member
     again = tmp_path / "run"
     shutil.copytree(run, again)
     m2 = retrain(load_config(again / "config.yaml"), again, tmp_path / "journal.csv", overwrite=True, progress=False)

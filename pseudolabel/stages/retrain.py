@@ -12,6 +12,7 @@ hist.png, roc.png (two classes), curves.png, log.csv, TensorBoard events and the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import csv
 import hashlib
 import json
@@ -231,24 +232,33 @@ def member_seed(seed: int, k: int) -> int:
 
 def train_members(cfg: Config, data: MergedSet, out: Path, progress: bool = True, cache: Path | None = None,
                   snapshot: list | None = None):
-    """``retrain.members`` networks, each trained apart with :func:`train_member` and its own seed,
+    """``retrain.members`` networks (frozen: one per ``member_weights`` value), each trained apart with
+    :func:`train_member` and its own seed,
     logged to ``out``, SimCLR weights kept in ``cache``. Returns (the network or their
     :class:`Ensemble`, inside :class:`TTA` unless ``retrain.tta`` is "none"; per-member summaries;
     per-member FixMatch histories)."""
-    log, modules, members, histories = RunLog(out), [], [], []
-    for k in range(1 if cfg.retrain.train == "frozen" else cfg.retrain.members):  # frozen members would be equal
+    log, modules, members, histories, held = RunLog(out), [], [], [], []
+    rc = cfg.retrain
+    # frozen members of the same weights would be equal: one, or one per `member_weights` value
+    plans = [dataclasses.replace(cfg, retrain=dataclasses.replace(rc, pretrained=w)) for w in rc.member_weights] \
+        if rc.train == "frozen" and rc.member_weights else [cfg] * (1 if rc.train == "frozen" else rc.members)
+    for k, member_cfg in enumerate(plans):
         log.member, seed = k, member_seed(cfg.seed, k)
-        module, fit, pre, cached = train_member(cfg, data, seed, progress, on_epoch=log, cache=cache,
+        module, fit, pre, cached = train_member(member_cfg, data, seed, progress, on_epoch=log, cache=cache,
                                                 snapshot=snapshot if k == 0 else None)
         modules.append(module)
+        held.append(fit.val_probs)
         histories.append(fit.history)
-        members.append({"seed": seed, "best_epoch": fit.best_epoch,
+        members.append({"seed": seed, "best_epoch": fit.best_epoch, "pretrained": member_cfg.retrain.pretrained,
                         "train_seconds": round(fit.seconds, 1),
                         "pretrain_seconds": round(pre[-1]["seconds"], 1) if pre else 0,
                         "pretrain_cached": cached,
                         "pretrain_loss": [round(h["loss"], 4) for h in pre]})  # fmt: skip
     log.close()
-    return with_tta(modules[0] if len(modules) == 1 else Ensemble(modules), cfg.retrain.tta), members, histories
+    module = with_tta(modules[0] if len(modules) == 1 else Ensemble(modules), cfg.retrain.tta)
+    if all(h is not None for h in held):  # members that also learned the validation set: their held-out view
+        module.val_probs = np.mean(held, 0)
+    return module, members, histories
 
 
 def study_latent(cfg: Config, module: torch.nn.Module, data: MergedSet, out: Path) -> dict:
@@ -316,7 +326,9 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
         pretrained: list = []  # the first member right after pretraining (the latent study looks at it)
         module, members, histories = train_members(cfg, data, partial, progress, cache=run_dir / CACHE,
                                                    snapshot=pretrained)  # fmt: skip
-        probs = predict_probs(module, data.x_val).numpy().astype(np.float64)
+        held = module.__dict__.pop("val_probs", None)  # a frozen head refits with the validation labels once measured
+        probs = np.asarray(held, np.float64) if held is not None else \
+            predict_probs(module, data.x_val).numpy().astype(np.float64)  # fmt: skip
         metrics = evaluate_final(data.y_val, probs, cfg.classes, rc.threshold_user)
         from pseudolabel.config.values import is_none
         from pseudolabel.models.weights import resolve_all
@@ -345,8 +357,6 @@ def _retrain_locked(cfg: Config, run_dir: Path, journal: Path | None, overwrite:
             raise failed from None
         raise
     if metrics.get("weights") and (run_dir / runstate.RUN_JSON).is_file():  # run.json keeps every model's weights
-        import dataclasses
-
         info = runstate.RunInfo.load(run_dir)
         dataclasses.replace(info, weights={**(info.weights or {}), "final model": metrics["weights"]}).save(run_dir)
     if (run_dir / report.RUN_SUMMARY).is_file():

@@ -118,6 +118,7 @@ class FitResult:
     best_val_loss: float = math.inf
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    val_probs: object = None  # (n_val, K) held-out probabilities when the kept model has also learned the validation set
 
 
 def improved(row: dict, best: dict | None, monitor: str) -> bool:

